@@ -1,0 +1,126 @@
+"""The starting experiment's data, done right: split first, then fit the scaler on train only.
+
+Shapes: ``X_*`` is ``(N, n_features)`` float32, ``y_*`` is ``(N, 1)`` float32 holding 0.0 / 1.0.
+"""
+
+import math
+
+import torch
+from sklearn.datasets import make_classification
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+def load_data(
+    n_samples=1000,
+    n_features=20,
+    noise=0.01,
+    seed=42,
+    test_size=0.2,
+    leak=False,
+):
+    """The tutorial's dataset as float32 tensors ``X_train, X_val, y_train, y_val``.
+
+    ``make_classification(n_samples, n_features, n_informative=n_features // 2,
+    n_redundant=n_features // 4, n_classes=2, flip_y=noise, random_state=seed)``, split
+    ``test_size`` for validation with ``random_state=seed``. The defaults reproduce the starting
+    tutorial (800 train / 200 validation). ``noise`` is the fraction of labels flipped at random.
+
+    The ``StandardScaler`` is fitted on the training split only. ``leak=True`` reproduces the
+    tutorial's mistake (scaler fitted on all samples before the split) so you can measure it.
+    """
+    if not isinstance(n_samples, int) or n_samples < 10:
+        raise ValueError(f"n_samples must be an integer >= 10, got {n_samples!r}.")
+    if not isinstance(n_features, int) or n_features < 4:
+        raise ValueError(
+            f"n_features must be an integer >= 4 (some informative, some redundant), "
+            f"got {n_features!r}."
+        )
+    if not 0.0 <= noise < 0.5:
+        raise ValueError(
+            f"noise is the fraction of flipped labels and must be in [0, 0.5), got {noise!r}."
+        )
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+
+    X, y = make_classification(
+        n_samples=n_samples,
+        n_features=n_features,
+        n_informative=n_features // 2,
+        n_redundant=n_features // 4,
+        n_classes=2,
+        flip_y=noise,
+        random_state=seed,
+    )
+    if leak:
+        X = StandardScaler().fit_transform(X)
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=test_size, random_state=seed)
+    if not leak:
+        scaler = StandardScaler().fit(X_train)
+        X_train, X_val = scaler.transform(X_train), scaler.transform(X_val)
+
+    def features(a):
+        return torch.tensor(a, dtype=torch.float32)
+
+    def targets(a):
+        return torch.tensor(a, dtype=torch.float32).reshape(-1, 1)
+
+    return features(X_train), features(X_val), targets(y_train), targets(y_val)
+
+
+class TensorLoader:
+    """Mini-batches ``(xb, yb)`` of in-memory tensors, like ``DataLoader(TensorDataset(X, y))``.
+
+    With ``shuffle=True`` each pass takes a fresh ``torch.randperm(N, generator=generator)``:
+    the same kind of shuffle as ``DataLoader(..., shuffle=True)``, several times faster for small
+    tensors because it indexes whole batches instead of collating samples one by one.
+    ``batch_size=None`` gives the whole set as one batch.
+    """
+
+    def __init__(self, X, y, batch_size=64, shuffle=False, drop_last=False, generator=None):
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}: they must match.")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+        self.X, self.y = X, y
+        self.batch_size = X.shape[0] if batch_size is None else batch_size
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+
+    def __len__(self):
+        n, b = self.X.shape[0], self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def __iter__(self):
+        n = self.X.shape[0]
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for i in range(len(self)):
+            if order is None:
+                sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                yield self.X[sl], self.y[sl]
+            else:
+                idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+                yield self.X[idx], self.y[idx]
+
+    def __repr__(self):
+        return (
+            f"TensorLoader({self.X.shape[0]} samples, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, "
+            f"{len(self)} batch{'es' if len(self) != 1 else ''})"
+        )
+
+
+def make_loaders(
+    X_train, X_val, y_train, y_val, batch_size=64, val_batch_size=None, seed=0, drop_last=False
+):
+    """``(train_loader, val_loader)``: shuffled training batches, unshuffled validation.
+
+    The shuffle order comes from its own ``torch.Generator`` seeded with ``seed``, so it does
+    not depend on (or disturb) the global seed used to initialise the model.
+    ``val_batch_size=None`` evaluates the whole validation set in one batch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    train = TensorLoader(
+        X_train, y_train, batch_size, shuffle=True, drop_last=drop_last, generator=g
+    )
+    val = TensorLoader(X_val, y_val, val_batch_size, shuffle=False)
+    return train, val

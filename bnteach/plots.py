@@ -1,0 +1,119 @@
+"""Figures for the notebooks. Each function returns a matplotlib ``Figure`` and changes no
+global style; diverged runs (NaN/inf losses) are drawn up to the epoch where they diverged and
+marked with an x."""
+
+import math
+
+from matplotlib.figure import Figure
+
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def _epochs(values):
+    return list(range(1, len(values) + 1))
+
+
+def _finite(values):
+    """The finite prefix of ``values`` (a diverged run's curve stops where it diverged)."""
+    out = []
+    for v in values:
+        if not math.isfinite(v):
+            break
+        out.append(v)
+    return out
+
+
+def _mark_divergence(ax, history, color):
+    if history.diverged_at is not None:
+        last = _finite(history.train_loss)
+        y = last[-1] if last else 1.0
+        ax.plot([history.diverged_at], [y], "x", color=color, markersize=10, mew=2)
+
+
+def plot_losses(histories, title="Training and validation loss", log_y=False):
+    """Train (dashed) and validation (solid) loss per epoch for several runs.
+
+    histories: dict name -> ``History``, e.g. ``{"Without BN": h1, "With BN": h2}``.
+    """
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for (name, h), color in zip(histories.items(), COLORS):
+        train, val = _finite(h.train_loss), _finite(h.val_loss)
+        ax.plot(_epochs(train), train, "--", color=color, label=f"{name}: train")
+        ax.plot(_epochs(val), val, "-", color=color, label=f"{name}: validation")
+        _mark_divergence(ax, h, color)
+    ax.set(xlabel="epoch", ylabel="BCE loss", title=title)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _spread(runs, metric):
+    """Per-epoch (mean, min, max) over runs, ignoring non-finite values."""
+    length = max(len(getattr(h, metric)) for h in runs)
+    mean, low, high = [], [], []
+    for e in range(length):
+        vals = [getattr(h, metric)[e] for h in runs if e < len(getattr(h, metric))]
+        vals = [v for v in vals if math.isfinite(v)]
+        if not vals:
+            break
+        mean.append(sum(vals) / len(vals))
+        low.append(min(vals))
+        high.append(max(vals))
+    return mean, low, high
+
+
+def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None):
+    """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
+
+    groups: dict name -> list of ``History`` (one per seed).
+    metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
+    """
+    labels = {"train_loss": "train loss", "val_loss": "validation loss", "val_acc": "val accuracy"}
+    fig = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for (name, runs), color in zip(groups.items(), COLORS):
+            for h in runs:
+                vals = _finite(getattr(h, metric))
+                ax.plot(_epochs(vals), vals, "-", color=color, alpha=0.25, lw=0.8)
+                if metric != "val_acc":
+                    _mark_divergence(ax, h, color)
+            mean, low, high = _spread(runs, metric)
+            x = _epochs(mean)
+            n_div = sum(h.diverged for h in runs)
+            label = f"{name} (mean of {len(runs)} seeds"
+            label += f", {n_div} diverged)" if n_div else ")"
+            ax.fill_between(x, low, high, color=color, alpha=0.15)
+            ax.plot(x, mean, "-", color=color, lw=2.2, label=label)
+        ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_final_by_lr(summary, metric="val_acc", title=None):
+    """Final ``metric`` against learning rate (log x axis), one marker per seed.
+
+    summary: dict name -> dict lr -> list of final values (one per seed).
+    """
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, ((name, by_lr), color) in enumerate(zip(summary.items(), COLORS)):
+        lrs = sorted(by_lr)
+        for lr in lrs:
+            vals = by_lr[lr]
+            ax.plot(
+                [lr * (1 + 0.06 * (i - 0.5))] * len(vals), vals, "o", color=color, alpha=0.4, ms=4
+            )
+        means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
+        ax.plot(lrs, means, "-", color=color, lw=2, label=f"{name} (mean; dots = seeds)")
+    ax.set_xscale("log")
+    ax.set(xlabel="learning rate", ylabel=metric.replace("_", " "), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig

@@ -1,0 +1,117 @@
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, TensorDataset
+
+from bnteach.data import TensorLoader, load_data, make_loaders
+
+
+def test_seed_experiment_shapes_and_types(data):
+    X_train, X_val, y_train, y_val = data
+    assert X_train.shape == (800, 20) and X_val.shape == (200, 20)
+    assert y_train.shape == (800, 1) and y_val.shape == (200, 1)
+    assert {t.dtype for t in data} == {torch.float32}
+    assert set(torch.cat([y_train, y_val]).unique().tolist()) == {0.0, 1.0}
+
+
+def test_same_samples_as_the_tutorial(data):
+    """Same make_classification call and split as the starting tutorial (before scaling)."""
+    X, y = make_classification(
+        n_samples=1000,
+        n_features=20,
+        n_informative=10,
+        n_redundant=5,
+        n_classes=2,
+        random_state=42,
+    )
+    _, _, y_tr, y_va = train_test_split(X, y, test_size=0.2, random_state=42)
+    assert torch.equal(data[2].flatten(), torch.tensor(y_tr, dtype=torch.float32))
+    assert torch.equal(data[3].flatten(), torch.tensor(y_va, dtype=torch.float32))
+
+
+def test_scaler_is_fitted_on_the_training_split_only(data):
+    X_train, X_val, _, _ = data
+    assert torch.allclose(X_train.mean(0), torch.zeros(20), atol=1e-5)
+    assert torch.allclose(X_train.std(0, unbiased=False), torch.ones(20), atol=1e-4)
+    # validation data was not used by the scaler, so it is not exactly standardized
+    assert X_val.mean(0).abs().max() > 0.02
+
+
+def test_leak_reproduces_the_tutorial_mistake():
+    X_train, X_val, _, _ = load_data(leak=True)
+    everything = torch.cat([X_train, X_val])
+    assert torch.allclose(everything.mean(0), torch.zeros(20), atol=1e-5)
+    assert X_train.mean(0).abs().max() > 1e-3  # train alone is no longer centred
+
+
+def test_options_vary_the_data():
+    X_train, X_val, y_train, _ = load_data(n_samples=300, n_features=8, noise=0.2, seed=1)
+    assert X_train.shape == (240, 8) and X_val.shape == (60, 8) and y_train.shape == (240, 1)
+    assert not torch.equal(load_data(seed=1)[0], load_data(seed=2)[0])
+    assert torch.equal(load_data(seed=3)[0], load_data(seed=3)[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": 5}, "n_samples"),
+        ({"n_features": 2}, "n_features"),
+        ({"noise": 0.7}, "flipped labels"),
+        ({"test_size": 1.5}, "test_size"),
+    ],
+)
+def test_bad_arguments_explain_themselves(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        load_data(**kwargs)
+
+
+@pytest.mark.parametrize("batch_size, drop_last", [(64, False), (64, True), (7, False)])
+def test_tensor_loader_batches_like_dataloader(data, batch_size, drop_last):
+    X_train, _, y_train, _ = data
+    ours = TensorLoader(
+        X_train,
+        y_train,
+        batch_size,
+        shuffle=True,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(5),
+    )
+    theirs = DataLoader(
+        TensorDataset(X_train, y_train), batch_size=batch_size, shuffle=True, drop_last=drop_last
+    )
+    assert len(ours) == len(theirs)
+    assert [len(x) for x, _ in ours] == [len(x) for x, _ in theirs]
+    epochs = [torch.cat([x for x, _ in ours]) for _ in range(2)]
+    for seen in epochs:
+        # every sample at most once per epoch, and (x, y) pairs stay together
+        assert len(torch.unique(seen, dim=0)) == len(seen)
+    assert not torch.equal(epochs[0], epochs[1])  # a new order each epoch
+    if not drop_last:
+        assert torch.equal(torch.unique(epochs[0], dim=0), torch.unique(X_train, dim=0))
+    for xb, yb in ours:
+        rows = (X_train[None] == xb[:, None]).all(-1).float().argmax(1)
+        assert torch.equal(y_train[rows], yb)
+
+
+def test_make_loaders_shuffle_is_seeded_and_independent_of_global_rng(data):
+    torch.manual_seed(0)
+    first = [x for x, _ in make_loaders(*data, seed=3)[0]]
+    torch.manual_seed(123)
+    second = [x for x, _ in make_loaders(*data, seed=3)[0]]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    other = next(iter(make_loaders(*data, seed=4)[0]))[0]
+    assert not torch.equal(first[0], other)
+
+
+def test_validation_loader_is_unshuffled_whole_set_by_default(data):
+    train, val = make_loaders(*data)
+    assert len(train) == 13 and len(val) == 1
+    ((xb, yb),) = list(val)
+    assert torch.equal(xb, data[1]) and torch.equal(yb, data[3])
+    assert "13 batches" in repr(train)
+
+
+def test_tensor_loader_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="must match"):
+        TensorLoader(torch.zeros(5, 2), torch.zeros(4, 1))

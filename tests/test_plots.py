@@ -1,0 +1,67 @@
+import math
+
+import matplotlib
+import pytest
+from matplotlib.figure import Figure
+
+from bnteach.plots import plot_final_by_lr, plot_losses, plot_seed_spread
+from bnteach.training import History
+
+matplotlib.use("Agg")
+
+
+def hist(scale, diverge=False):
+    h = History(lr=0.1, epochs=5)
+    h.train_loss = [scale / e for e in range(1, 6)]
+    h.val_loss = [scale / e + 0.1 for e in range(1, 6)]
+    h.val_acc = [0.5 + e / 20 for e in range(1, 6)]
+    if diverge:
+        h.train_loss[3:] = [math.nan]
+        h.val_loss[3:] = [math.nan]
+        h.val_acc[3:] = [0.5]
+        h.diverged_at = 4
+        del h.train_loss[4:], h.val_loss[4:], h.val_acc[4:]
+    return h
+
+
+def test_plot_losses_draws_train_and_val_per_model():
+    fig = plot_losses({"Without BN": hist(1.0), "With BN": hist(0.5)})
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == [
+        "Without BN: train",
+        "Without BN: validation",
+        "With BN: train",
+        "With BN: validation",
+    ]
+
+
+def test_diverged_run_is_drawn_up_to_divergence_and_marked():
+    fig = plot_losses({"big lr": hist(1.0, diverge=True)})
+    train_line, val_line, marker = fig.axes[0].get_lines()
+    assert len(train_line.get_xdata()) == 3
+    assert list(marker.get_xdata()) == [4] and marker.get_marker() == "x"
+
+
+def test_seed_spread_has_mean_and_band_per_group():
+    groups = {"plain": [hist(1.0), hist(1.2), hist(0.8, diverge=True)], "BN": [hist(0.5)] * 2}
+    fig = plot_seed_spread(groups, metrics=("val_loss", "val_acc"))
+    assert len(fig.axes) == 2
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["plain (mean of 3 seeds, 1 diverged)", "BN (mean of 2 seeds)"]
+    mean_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("plain")][0]
+    assert mean_line.get_ydata()[0] == pytest.approx((1.1 + 1.3 + 0.9) / 3)
+
+
+def test_final_by_lr_uses_log_axis():
+    fig = plot_final_by_lr({"plain": {0.01: [0.9, 0.95], 1.0: [0.5, 0.6]}})
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_plots_leave_pyplot_state_alone():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plot_losses({"a": hist(1.0)})
+    assert plt.get_fignums() == before
