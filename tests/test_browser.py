@@ -1,0 +1,200 @@
+"""What a learner sees: JupyterLab in headless Debian chromium, driven by Python playwright.
+
+Starts ``jupyter lab`` on 127.0.0.1 with a token (isolated config, settings and runtime dirs)
+over a temporary copy of ``notebooks/``, opens a notebook, runs all cells, and checks that the
+widgets render and respond. Screenshots go to ``test-artifacts/``. Skips, saying why, where
+``/usr/bin/chromium`` or playwright is missing (``.ci/run`` installs chromium).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+if not CHROMIUM.exists():
+    pytest.skip("Debian chromium not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server over a copy of the notebooks: ``(base_url, token)``."""
+    tmp = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", tmp / "notebooks")
+    env = dict(os.environ)
+    for var in (
+        "JUPYTER_CONFIG_DIR",
+        "JUPYTER_RUNTIME_DIR",
+        "IPYTHONDIR",
+        "JUPYTERLAB_SETTINGS_DIR",
+        "JUPYTERLAB_WORKSPACES_DIR",
+    ):
+        env[var] = str(tmp / var.lower())
+    settings = tmp / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    port, token = free_port(), uuid.uuid4().hex
+    log = open(tmp / "lab.log", "w")  # noqa: SIM115 (closed at teardown)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp}",
+            "--allow-root",
+            "--expose-app-in-browser",
+            "--LabApp.news_url=None",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    log_text = (tmp / "lab.log").read_text()
+                    raise RuntimeError(f"JupyterLab did not start: {log_text}") from None
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.set_default_timeout(60_000)
+        yield context
+        context.close()
+
+
+NOTEBOOK_STATE = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  if (!panel || !panel.content || !panel.sessionContext) return null;
+  const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+  return {
+    ready: panel.sessionContext.isReady,
+    status: panel.sessionContext.session?.kernel?.status ?? 'none',
+    total: cells.length,
+    done: cells.filter(c => c.model.executionCount !== null).length,
+    errors: cells.flatMap(c => c.model.outputs.toJSON())
+                 .filter(o => o.output_type === 'error').map(o => o.ename + ': ' + o.evalue),
+  };
+}"""
+
+
+def run_all(page, base, token, notebook, timeout=180):
+    """Open ``notebook`` in JupyterLab and run all its cells; return the final state."""
+    page.goto(f"{base}/lab/tree/notebooks/{notebook}?token={token}")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+        "&& window.jupyterapp.shell.currentWidget.sessionContext?.isReady"
+    )
+    page.wait_for_function(f"() => ({NOTEBOOK_STATE})()?.status === 'idle'")
+    for _attempt in range(5):  # run-all sent right after start-up is sometimes ignored
+        page.locator(".jp-Notebook").first.click()
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        try:
+            page.wait_for_function(
+                f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && (s.done > 0 "
+                f"|| s.status === 'busy'); }}",
+                timeout=10_000,
+            )
+            break
+        except sync_api.TimeoutError:
+            continue
+    page.wait_for_function(
+        f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.status === 'idle' "
+        f"&& (s.done === s.total || s.errors.length > 0); }}",
+        timeout=timeout * 1000,
+    )
+    return page.evaluate(f"({NOTEBOOK_STATE})()")
+
+
+def widget_errors(page):
+    """How many outputs show "Error displaying widget" (the prose may mention it)."""
+    return page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
+
+
+def screenshot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_start_here_runs_and_its_widget_renders_and_responds(lab, browser):
+    page = browser.new_page()
+    state = run_all(page, *lab, "00_start_here.ipynb")
+    assert state["errors"] == [] and state["done"] == state["total"], state
+    slider = page.locator(".widget-slider").first
+    slider.scroll_into_view_if_needed()
+    text = page.locator(".widget-html-content", has_text="lr =").first
+    before = text.inner_text()
+    page.locator(".noUi-handle").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "(t) => [...document.querySelectorAll('.widget-html-content')]"
+        ".some(e => e.innerText.includes('lr =') && e.innerText !== t)",
+        arg=before,
+    )
+    after = text.inner_text()
+    screenshot(page, "00_start_here.png")
+    assert before != after and "lr = 0.01" in before
+    assert widget_errors(page) == 0
+    page.close()
