@@ -1,0 +1,215 @@
+"""How fast can the tutorial's experiment run? Prints a markdown table (paste into the README).
+
+Trains the tutorial's pair (SimpleMLP and MLPWithBN, 25 epochs, Adam lr 0.01, batch 64) three
+ways, in one process on one thread, and compares them with the matmul floor:
+
+1. the starting tutorial's loop: DataLoader over a TensorDataset, per-batch validation;
+2. ``bnteach.training.train_model`` with ``make_loaders`` (randperm indexing, whole-set
+   validation);
+3. ``bnteach.sweep.run`` with 8 seeds x 1 lr x 2 models (the explorers' default view);
+4. the floor: the matmul FLOPs of one pair's training divided by a measured matmul rate.
+
+Times are the best of a few repeats after a warm-up; repeats of the methods are interleaved so
+that a busy machine slows all of them alike. No timing is asserted anywhere.
+
+Run: ``python benchmarks/bench_training.py`` (``make bench``).
+"""
+
+import functools
+import time
+
+import torch
+from torch import nn, optim
+from torch.utils.data import DataLoader, TensorDataset
+
+from bnteach import sweep
+from bnteach.data import load_data, make_loaders
+from bnteach.models import MLPWithBN, SimpleMLP
+from bnteach.training import train_model
+from bnteach.widgets import compare_figure, compare_run, compare_summary, figure_png
+
+EPOCHS, LR, BATCH, SEEDS = 25, 0.01, 64, 8
+SIZES = (20, 128, 64, 1)  # input, hidden1, hidden2, output: the tutorial's nets
+
+
+def tutorial_train(model, X_train, X_val, y_train, y_val, epochs=EPOCHS, lr=LR):
+    """The starting tutorial's loop, as it was written (losses only, no printing)."""
+    train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=BATCH, shuffle=True)
+    val_loader = DataLoader(TensorDataset(X_val, y_val), batch_size=BATCH)
+    criterion = nn.BCEWithLogitsLoss()
+    optimizer = optim.Adam(model.parameters(), lr=lr)
+    train_losses, val_losses = [], []
+    for _ in range(epochs):
+        model.train()
+        running_loss = 0.0
+        for inputs, labels in train_loader:
+            optimizer.zero_grad()
+            outputs = model(inputs)
+            loss = criterion(outputs, labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item() * inputs.size(0)
+        train_losses.append(running_loss / len(train_loader.dataset))
+        model.eval()
+        val_loss = 0.0
+        with torch.no_grad():
+            for inputs, labels in val_loader:
+                outputs = model(inputs)
+                val_loss += criterion(outputs, labels).item() * inputs.size(0)
+        val_losses.append(val_loss / len(val_loader.dataset))
+    return train_losses, val_losses
+
+
+def pair_tutorial(data, epochs=EPOCHS):
+    for cls in (SimpleMLP, MLPWithBN):
+        torch.manual_seed(0)
+        tutorial_train(cls(*SIZES), *data, epochs=epochs)
+
+
+def pair_train_model(data, epochs=EPOCHS):
+    for cls in (SimpleMLP, MLPWithBN):
+        torch.manual_seed(0)
+        train_model(cls(*SIZES), *make_loaders(*data, seed=0), epochs, LR, verbose=False)
+
+
+def default_view(data, epochs=EPOCHS):
+    return sweep.run(list(range(SEEDS)), [LR], epochs=epochs, data=data)
+
+
+def explorer_redraw():
+    """What the comparison explorer's callback does for its default view: train, draw, PNG."""
+    result = compare_run(lr=LR, epochs=EPOCHS, n_seeds=SEEDS)
+    figure_png(compare_figure(result))
+    compare_summary(result)
+
+
+def pair_flops(n_train, n_val, epochs=EPOCHS):
+    """Matmul FLOPs of training one pair: forward + 2 backward products per training sample,
+    one forward per validation sample, 2 FLOPs per multiply-add, both models alike."""
+    macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))  # per sample, forward
+    per_model = epochs * (3 * 2 * macs * n_train + 2 * macs * n_val)
+    return 2 * per_model
+
+
+def _best_time(fn, calls=50, repeats=5):
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def matmul_rates(replicas=SEEDS):
+    """GFLOP/s of (a) the training's matrix products, each as one bmm over ``replicas`` (as
+    the default view batches them) with its faster operand layout, and (b) a 256x256 mm."""
+    n, (f, h1, h2, out) = BATCH, SIZES
+    shapes = [  # (rows, inner, cols) of the forward, grad-input and grad-weight products
+        (n, f, h1), (n, h1, h2), (n, h2, out),
+        (n, out, h2), (n, h2, h1),
+        (out, n, h2), (h2, n, h1), (h1, n, f),
+    ]  # fmt: skip
+    flops = seconds = 0.0
+    for m, k, c in shapes:
+        a, b = torch.randn(replicas, m, k), torch.randn(replicas, k, c)
+        b_t = b.mT.contiguous().mT  # same values, column-major operand
+        seconds += min(_best_time(functools.partial(torch.bmm, a, rhs)) for rhs in (b, b_t))
+        flops += 2 * replicas * m * k * c
+    x, y = torch.randn(256, 256), torch.randn(256, 256)
+    peak = 2 * 256**3 / _best_time(lambda: x @ y) / 1e9
+    return flops / seconds / 1e9, peak
+
+
+def best_times(tasks, repeats):
+    """Best wall time of each task, repeats interleaved round-robin."""
+    best = {name: float("inf") for name in tasks}
+    for _ in range(repeats):
+        for name, task in tasks.items():
+            start = time.perf_counter()
+            task()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def main(repeats=5):
+    torch.set_num_threads(1)
+    data = load_data()
+    # Warm-up: lazy imports (the first torch.optim optimizer costs ~1 s), allocator, caches.
+    pair_tutorial(data, epochs=1)
+    pair_train_model(data, epochs=1)
+    default_view(data, epochs=1)
+
+    times = best_times(
+        {
+            "tutorial": lambda: pair_tutorial(data),
+            "train_model": lambda: pair_train_model(data),
+            "sweep": lambda: default_view(data),
+            "explorer": explorer_redraw,
+        },
+        repeats,
+    )
+    rate, peak = matmul_rates()
+    n_train, n_val = data[0].shape[0], data[1].shape[0]
+    flops = pair_flops(n_train, n_val)
+    floor, peak_floor = flops / (rate * 1e9), flops / (peak * 1e9)
+    tutorial, trainer, per_pair = times["tutorial"], times["train_model"], times["sweep"] / SEEDS
+
+    def mark(ok):
+        return "yes" if ok else "**no**"
+
+    rows = [
+        ("Tutorial loop (DataLoader), pair", f"{tutorial:.3f} s", ""),
+        ("`train_model` + `make_loaders`, pair", f"{trainer:.3f} s", ""),
+        (
+            f"`sweep.run`, {SEEDS} seeds x 1 lr x 2 models (default view)",
+            f"{times['sweep']:.3f} s",
+            f"< 1 s: {mark(times['sweep'] < 1)}",
+        ),
+        ("`sweep.run`, per pair", f"{per_pair:.3f} s", ""),
+        (
+            "Comparison explorer redraw, default view (train + figure + PNG)",
+            f"{times['explorer']:.3f} s",
+            f"< 1 s: {mark(times['explorer'] < 1)}",
+        ),
+        (
+            f"Matmul floor, pair: {flops / 1e9:.2f} GFLOP at {rate:.0f} GFLOP/s "
+            f"(these shapes, batched)",
+            f"{floor:.3f} s",
+            "",
+        ),
+        (
+            f"Same FLOPs at 256x256 mm peak ({peak:.0f} GFLOP/s)",
+            f"{peak_floor:.3f} s",
+            "",
+        ),
+        (
+            "Speed-up tutorial / `train_model`",
+            f"{tutorial / trainer:.1f}x",
+            f">= 1.5x: {mark(tutorial / trainer >= 1.5)}",
+        ),
+        (
+            "Speed-up tutorial / sweep per pair",
+            f"{tutorial / per_pair:.1f}x",
+            f">= 6x: {mark(tutorial / per_pair >= 6)}",
+        ),
+        (
+            "Sweep per pair / floor",
+            f"{per_pair / floor:.1f}x",
+            f"<= 3x: {mark(per_pair / floor <= 3)}",
+        ),
+        ("Sweep per pair / peak floor", f"{per_pair / peak_floor:.1f}x", ""),
+    ]
+    print(
+        f"Training the tutorial's pair (SimpleMLP + MLPWithBN), {EPOCHS} epochs, batch {BATCH}, "
+        f"Adam lr {LR}; torch {torch.__version__}, 1 thread, best of {repeats}.\n"
+    )
+    print("| What | Time / ratio | Target |")
+    print("|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

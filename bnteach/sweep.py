@@ -1,0 +1,537 @@
+"""Train many replicas (models x seeds x learning rates) at once, for the notebooks' explorers.
+
+``run(seeds=[0, 1, 2], lrs=[0.01])`` trains every model of ``models`` once per seed and
+learning rate. Each replica is the same experiment that :func:`bnteach.training.train_model`
+runs with ``torch.manual_seed(seed); model = MLP(...)`` and
+``make_loaders(..., batch_size=batch_size, seed=seed)``: same initial weights, same shuffle
+order, same Adam, same losses. Replicas of one architecture are stacked along a new first
+dimension ``R`` (weights of shape ``(R, out, in)``) and trained together with batched matrix
+products, which is many times faster than a Python loop over small models.
+
+Forward and backward passes are written out by hand (no autograd). The BatchNorm backward is
+the full one: the gradient flows through the batch mean and variance (facts item 14).
+"""
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnteach.data import load_data
+from bnteach.models import ACTIVATIONS, MLP
+from bnteach.training import History, check_epochs, check_lr
+
+DEFAULT_MODELS = {"plain": {"norm": "none"}, "BN": {"norm": "batch"}}
+MODEL_KWARGS = ("hidden_sizes", "norm", "activation", "placement", "bias")
+_MODEL_DEFAULTS = {
+    "hidden_sizes": (128, 64),
+    "norm": "none",
+    "activation": "relu",
+    "placement": "before",
+    "bias": True,
+}
+BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
+
+
+@dataclass
+class Replica:
+    """One trained replica: which model, seed and learning rate, and its :class:`History`."""
+
+    model: str
+    seed: int
+    lr: float
+    history: History
+
+    @property
+    def diverged_at(self):
+        return self.history.diverged_at
+
+
+class SweepResult:
+    """What :func:`run` returns.
+
+    ``replicas``: one :class:`Replica` per (model, seed, lr), in that nesting order.
+    ``train_loss``, ``val_loss``, ``val_acc``: float64 tensors of shape ``(len(replicas),
+    epochs)``, row ``k`` for ``replicas[k]``; NaN after a replica diverged.
+    ``diverged_at``: per replica the 1-based epoch whose loss became NaN/inf, or ``None``.
+    """
+
+    def __init__(self, models, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc):
+        self.models, self.seeds, self.lrs, self.epochs = models, seeds, lrs, epochs
+        self.replicas = replicas
+        self.train_loss, self.val_loss, self.val_acc = train_loss, val_loss, val_acc
+        self.diverged_at = [r.history.diverged_at for r in replicas]
+
+    def __len__(self):
+        return len(self.replicas)
+
+    def _wanted(self, value, options, name):
+        if value is None:
+            return set(options)
+        values = set(value) if isinstance(value, (list, tuple, set)) else {value}
+        unknown = values - set(options)
+        if unknown:
+            raise ValueError(
+                f"{name}={sorted(unknown, key=str)} is not in this sweep; "
+                f"it has {name} in {list(options)}."
+            )
+        return values
+
+    def histories(self, model=None, lr=None, seed=None):
+        """The :class:`History` of every replica matching the filter (``None`` matches all).
+
+        Each filter is one value or a list of values, e.g. ``histories(model="BN", lr=0.01)``.
+        """
+        models = self._wanted(model, self.models, "model")
+        lrs = self._wanted(lr, self.lrs, "lr")
+        seeds = self._wanted(seed, self.seeds, "seed")
+        return [
+            r.history
+            for r in self.replicas
+            if r.model in models and r.lr in lrs and r.seed in seeds
+        ]
+
+    def __repr__(self):
+        n_div = sum(d is not None for d in self.diverged_at)
+        return (
+            f"SweepResult({len(self.models)} models x {len(self.seeds)} seeds x "
+            f"{len(self.lrs)} lrs = {len(self.replicas)} replicas, {self.epochs} epochs, "
+            f"{n_div} diverged)"
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------
+
+
+def _check_list(values, name, example):
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, range)):
+        raise TypeError(f"{name} must be a list such as {example}, got {values!r}.")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one, e.g. {name}={example}.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} contains duplicates: {values}.")
+    return values
+
+
+def _check_seeds(seeds):
+    seeds = _check_list(seeds, "seeds", "[0, 1, 2]")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise TypeError(f"seeds must be whole numbers such as [0, 1, 2], got {s!r}.")
+    return seeds
+
+
+def _check_lrs(lrs):
+    lrs = _check_list(lrs, "lrs", "[0.01]")
+    for lr in lrs:
+        check_lr(lr)
+    return [float(lr) for lr in lrs]
+
+
+def _check_models(models):
+    if models is None:
+        models = DEFAULT_MODELS
+    if not isinstance(models, dict) or not models:
+        raise TypeError(
+            f"models must be a non-empty dict name -> MLP keyword arguments, such as "
+            f"{DEFAULT_MODELS}, got {models!r}."
+        )
+    specs = {}
+    for name, kwargs in models.items():
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"models[{name!r}] must be a dict of MLP arguments, got {kwargs!r}.")
+        unknown = sorted(set(kwargs) - set(MODEL_KWARGS))
+        if unknown:
+            fixed = {"input_size": "taken from the data", "output_size": "always 1 (one logit)"}
+            notes = "".join(f" {k} is {fixed[k]}." for k in unknown if k in fixed)
+            raise ValueError(
+                f"models[{name!r}] has unknown argument(s) {unknown}; "
+                f"valid ones are {list(MODEL_KWARGS)}.{notes}"
+            )
+        spec = {**_MODEL_DEFAULTS, **kwargs}
+        if spec["norm"] is None:
+            spec["norm"] = "none"
+        if isinstance(spec["hidden_sizes"], int):
+            spec["hidden_sizes"] = (spec["hidden_sizes"],)
+        spec["hidden_sizes"] = tuple(spec["hidden_sizes"])
+        try:
+            with torch.random.fork_rng(devices=[]):
+                MLP(4, **spec)  # the models module's teaching errors for bad values
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"models[{name!r}]: {error}") from None
+        specs[name] = spec
+    return specs
+
+
+def _check_data(data):
+    if not isinstance(data, (tuple, list)) or len(data) != 4:
+        raise TypeError("data must be the tuple (X_train, X_val, y_train, y_val) of load_data().")
+    X_train, X_val, y_train, y_val = data
+    for X, y, split in ((X_train, y_train, "train"), (X_val, y_val, "val")):
+        if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)):
+            raise TypeError(f"X_{split} and y_{split} must be torch tensors.")
+        if X.dim() != 2 or X.shape[0] == 0:
+            raise ValueError(f"X_{split} must be (samples, features), got {tuple(X.shape)}.")
+        if y.shape != (X.shape[0], 1):
+            raise ValueError(
+                f"y_{split} must have shape ({X.shape[0]}, 1) to match X_{split}, got "
+                f"{tuple(y.shape)}. Reshape with y.reshape(-1, 1)."
+            )
+    if X_val.shape[1] != X_train.shape[1]:
+        raise ValueError(f"X_train has {X_train.shape[1]} features but X_val has {X_val.shape[1]}.")
+
+
+def _check_batch_size(batch_size, n_train, uses_batchnorm):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be a whole number such as 64, got {batch_size!r}.")
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be at least 2, got {batch_size}: BatchNorm needs more than one "
+            f"sample per batch to compute a mean and a variance."
+        )
+    if uses_batchnorm and n_train % batch_size == 1:
+        if n_train < 3:
+            raise ValueError(f"BatchNorm needs at least 2 training samples, got {n_train}.")
+        nearby = (b for d in range(1, n_train) for b in (batch_size - d, batch_size + d))
+        better = next(b for b in nearby if b >= 2 and n_train % b != 1)
+        raise ValueError(
+            f"With {n_train} training samples and batch_size={batch_size} the last batch holds "
+            f"a single sample, and BatchNorm cannot normalize one sample in training mode. "
+            f"Choose another batch size, e.g. batch_size={better}."
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _default_data():
+    return load_data()
+
+
+# ----------------------------------------------------------------------------------------
+# The layers, batched over replicas: activations are (R, batch, features)
+# ----------------------------------------------------------------------------------------
+
+
+class _Linear:
+    """``y = x W^T + b`` with ``W`` (R, out, in) and ``b`` (R, out) or ``None``."""
+
+    def __init__(self, params, grads):
+        (self.weight, self.bias), (self.grad_weight, self.grad_bias) = params, grads
+        self.weight_t = self.weight.mT
+        self.bias_row = None if self.bias is None else self.bias.unsqueeze(1)
+
+    def forward(self, x, training):
+        if self.bias is None:
+            return torch.bmm(x, self.weight_t), x
+        return torch.baddbmm(self.bias_row, x, self.weight_t), x
+
+    def backward(self, grad, x, need_input_grad=True):
+        torch.bmm(grad.mT, x, out=self.grad_weight)
+        if self.bias is not None:
+            torch.sum(grad, 1, out=self.grad_bias)
+        return torch.bmm(grad, self.weight) if need_input_grad else None
+
+
+class _BatchNorm:
+    """``nn.BatchNorm1d`` per replica: batch statistics in training, running ones in eval."""
+
+    def __init__(self, params, grads, module, n_replicas, device):
+        (self.weight, self.bias), (self.grad_weight, self.grad_bias) = params, grads
+        self.gamma, self.beta = self.weight.unsqueeze(1), self.bias.unsqueeze(1)
+        self.eps, self.momentum = module.eps, module.momentum
+        self.running_mean = module.running_mean.repeat(n_replicas, 1).to(device)
+        self.running_var = module.running_var.repeat(n_replicas, 1).to(device)
+
+    def forward(self, h, training):
+        if not training:
+            scale = self.gamma * (self.running_var.unsqueeze(1) + self.eps).rsqrt()
+            shift = self.beta - self.running_mean.unsqueeze(1) * scale
+            return torch.addcmul(shift, h, scale), None
+        n = h.shape[1]
+        mean = h.mean(1, keepdim=True)
+        centered = h - mean
+        var = (centered * centered).mean(1, keepdim=True)  # biased: divide by n
+        self.running_mean.lerp_(mean.squeeze(1), self.momentum)
+        self.running_var.lerp_(var.squeeze(1) * (n / (n - 1)), self.momentum)  # unbiased
+        rstd = (var + self.eps).rsqrt()
+        xhat = centered * rstd
+        return torch.addcmul(self.beta, xhat, self.gamma), (xhat, rstd)
+
+    def backward(self, grad, saved, need_input_grad=True):
+        xhat, rstd = saved
+        n = grad.shape[1]
+        dbeta = torch.sum(grad, 1, out=self.grad_bias)
+        dgamma = torch.sum(grad * xhat, 1, out=self.grad_weight)
+        # Through xhat = (h - mean) / sqrt(var + eps), with mean and var depending on all of h:
+        # dh = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
+        dh = (grad - dbeta.unsqueeze(1) / n) - xhat * (dgamma.unsqueeze(1) / n)
+        return dh * (self.gamma * rstd)
+
+    def zero_replicas(self, dead):
+        self.running_mean.masked_fill_(dead.unsqueeze(1), 0.0)
+        self.running_var.masked_fill_(dead.unsqueeze(1), 1.0)
+
+
+class _LayerNorm:
+    """``nn.LayerNorm`` per replica: statistics over the features of each sample."""
+
+    def __init__(self, params, grads, module):
+        (self.weight, self.bias), (self.grad_weight, self.grad_bias) = params, grads
+        self.gamma, self.beta = self.weight.unsqueeze(1), self.bias.unsqueeze(1)
+        self.eps = module.eps
+
+    def forward(self, h, training):
+        mean = h.mean(2, keepdim=True)
+        centered = h - mean
+        rstd = ((centered * centered).mean(2, keepdim=True) + self.eps).rsqrt()
+        xhat = centered * rstd
+        return torch.addcmul(self.beta, xhat, self.gamma), (xhat, rstd)
+
+    def backward(self, grad, saved, need_input_grad=True):
+        xhat, rstd = saved
+        torch.sum(grad, 1, out=self.grad_bias)
+        torch.sum(grad * xhat, 1, out=self.grad_weight)
+        dxhat = grad * self.gamma
+        dh = dxhat - dxhat.mean(2, keepdim=True) - xhat * (dxhat * xhat).mean(2, keepdim=True)
+        return dh * rstd
+
+
+# Each activation's backward is the ATen kernel that autograd itself calls.
+_aten = torch.ops.aten
+_ACTIVATION_FUNCS = {
+    "relu": (torch.relu, lambda g, x, y: _aten.threshold_backward(g, y, 0.0)),
+    "tanh": (torch.tanh, lambda g, x, y: _aten.tanh_backward(g, y)),
+    "sigmoid": (torch.sigmoid, lambda g, x, y: _aten.sigmoid_backward(g, y)),
+    "gelu": (F.gelu, lambda g, x, y: _aten.gelu_backward(g, x)),
+}
+
+
+class _Activation:
+    def __init__(self, name):
+        self.forward_fn, self.backward_fn = _ACTIVATION_FUNCS[name]
+
+    def forward(self, x, training):
+        y = self.forward_fn(x)
+        return y, (x, y)
+
+    def backward(self, grad, saved, need_input_grad=True):
+        return self.backward_fn(grad, *saved)
+
+
+_ACTIVATION_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# One group: the replicas of one architecture
+# ----------------------------------------------------------------------------------------
+
+
+class _Group:
+    """Replicas sharing one architecture, their stacked parameters and Adam state.
+
+    All parameters of replica ``r`` live in row ``r`` of one ``(R, P)`` matrix (``params``),
+    so that Adam is a handful of operations on the whole matrix; each layer sees views of it.
+    """
+
+    def __init__(self, inits, lrs, device):
+        template = inits[0]
+        R, P = len(inits), sum(p.numel() for p in template.parameters())
+        # Rows padded to a multiple of 64 numbers: every row then goes through the same
+        # vectorized code in the element-wise Adam ops, so a replica's result does not depend
+        # on its row (nor on which other replicas are trained with it).
+        self.params = torch.zeros(R, -(-P // 64) * 64, dtype=next(template.parameters()).dtype)
+        for r, m in enumerate(inits):
+            self.params[r, :P] = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
+        self.params = self.params.to(device)
+        self.grads = torch.zeros_like(self.params)
+        views, offset = {}, 0
+        for name, p in template.named_parameters():
+            cols = slice(offset, offset + p.numel())
+            views[name] = (
+                self.params[:, cols].view(R, *p.shape),
+                self.grads[:, cols].view(R, *p.shape),
+            )
+            offset += p.numel()
+        self.layers = []
+        for i, module in enumerate(template.network):
+            own = [
+                views[f"network.{i}.{n}"] for n in ("weight", "bias") if f"network.{i}.{n}" in views
+            ]
+            params, grads = [p for p, _ in own], [g for _, g in own]
+            if isinstance(module, nn.Linear):
+                if module.bias is None:
+                    params, grads = params + [None], grads + [None]
+                self.layers.append(_Linear(params, grads))
+            elif isinstance(module, nn.BatchNorm1d):
+                self.layers.append(_BatchNorm(params, grads, module, R, device))
+            elif isinstance(module, nn.LayerNorm):
+                self.layers.append(_LayerNorm(params, grads, module))
+            else:
+                self.layers.append(_Activation(_ACTIVATION_NAMES[type(module)]))
+        self.exp_avg = torch.zeros_like(self.params)
+        self.exp_avg_sq = torch.zeros_like(self.params)
+        self.lr = torch.tensor(lrs, dtype=torch.float64, device=device)
+        self.same_lr = lrs[0] if len(set(lrs)) == 1 else None
+        self.step = 0
+
+    def forward(self, x, training):
+        saved = []
+        for layer in self.layers:
+            x, s = layer.forward(x, training)
+            saved.append(s)
+        return x, saved
+
+    def backward(self, grad, saved):
+        """Backpropagate ``grad`` (d loss / d logits) into ``self.grads``."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, saved[i], need_input_grad=i > 0)
+
+    def adam_step(self):
+        """``torch.optim.Adam`` (its single-tensor code), with one learning rate per row."""
+        grad = self.grads
+        self.step += 1
+        self.exp_avg.lerp_(grad, 1 - BETA1)
+        self.exp_avg_sq.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
+        bias_correction1 = 1 - BETA1**self.step
+        bias_correction2_sqrt = (1 - BETA2**self.step) ** 0.5
+        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+        if self.same_lr is not None:
+            self.params.addcdiv_(self.exp_avg, denom, value=-self.same_lr / bias_correction1)
+        else:
+            step_size = (self.lr / bias_correction1).to(self.params.dtype)  # rounded as in Adam
+            self.params.addcdiv_(self.exp_avg * -step_size.unsqueeze(1), denom)
+
+    def freeze(self, dead):
+        """Stop replicas ``dead`` (bool (R,)): zero their lr, parameters and Adam state."""
+        self.lr.masked_fill_(dead, 0.0)
+        self.same_lr = None
+        for t in (self.params, self.exp_avg, self.exp_avg_sq):
+            t.masked_fill_(dead.unsqueeze(1), 0.0)
+        for layer in self.layers:
+            if isinstance(layer, _BatchNorm):
+                layer.zero_replicas(dead)
+
+
+def _bce(logits, y):
+    """Per-replica mean ``BCEWithLogitsLoss`` and its gradient with respect to the logits."""
+    loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((1, 2))
+    grad = (torch.sigmoid(logits) - y) * (1.0 / (y.shape[1] * y.shape[2]))
+    return loss, grad
+
+
+def _train_group(group, orders, data, epochs, batch_size):
+    """Train one group; return (train_loss, val_loss, val_acc), each (R, epochs) float64."""
+    X_train, X_val, y_train, y_val = data
+    R, n = orders.shape[0], X_train.shape[0]
+    device = X_train.device
+    starts = range(0, n, batch_size)
+    sizes = torch.tensor([min(batch_size, n - s) for s in starts], dtype=torch.float64)
+    sizes = sizes.to(device).unsqueeze(1)
+    X_val_r, y_val_r = X_val.expand(R, *X_val.shape), y_val.expand(R, *y_val.shape)
+    train_loss = torch.full((R, epochs), math.nan, dtype=torch.float64, device=device)
+    val_loss, val_acc = train_loss.clone(), train_loss.clone()
+    alive = torch.ones(R, dtype=torch.bool, device=device)
+
+    for epoch in range(epochs):
+        order = orders[:, epoch]  # (R, n): this epoch's shuffle of each replica
+        X_epoch, y_epoch = X_train[order], y_train[order]
+        losses = []
+        for s in starts:
+            xb, yb = X_epoch[:, s : s + batch_size], y_epoch[:, s : s + batch_size]
+            logits, saved = group.forward(xb, training=True)
+            loss, grad = _bce(logits, yb)
+            losses.append(loss)
+            group.backward(grad, saved)
+            group.adam_step()
+        train_loss[:, epoch] = (torch.stack(losses).double() * sizes).sum(0) / n
+        logits, _ = group.forward(X_val_r, training=False)
+        loss, _ = _bce(logits, y_val_r)
+        val_loss[:, epoch] = loss.double()
+        val_acc[:, epoch] = ((logits > 0).to(y_val_r.dtype) == y_val_r).double().mean((1, 2))
+        # A replica whose loss is NaN/inf keeps this epoch's values, then is frozen (NaN later).
+        ok = train_loss[:, epoch].isfinite() & val_loss[:, epoch].isfinite()
+        for t in (train_loss, val_loss, val_acc):
+            t[:, epoch].masked_fill_(~alive, math.nan)
+        alive &= ok
+        group.freeze(~alive)
+    return train_loss, val_loss, val_acc
+
+
+def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=None):
+    """Train each of ``models`` for each seed and learning rate; return a :class:`SweepResult`.
+
+    seeds: list of ints. Seed ``s`` gives the initial weights of ``torch.manual_seed(s);
+        MLP(...)`` and the shuffle order of ``make_loaders(..., seed=s)``.
+    lrs: list of Adam learning rates.
+    models: dict name -> keyword arguments of :class:`bnteach.models.MLP` (``hidden_sizes``,
+        ``norm``, ``activation``, ``placement``, ``bias``); default ``{"plain": {"norm":
+        "none"}, "BN": {"norm": "batch"}}``, the tutorial's ``SimpleMLP`` and ``MLPWithBN``.
+    data: ``(X_train, X_val, y_train, y_val)``; default ``load_data()`` (cached).
+    device: where to train (default CPU).
+
+    The global random state is left as it was.
+    """
+    seeds = _check_seeds(seeds)
+    lrs = _check_lrs(lrs)
+    check_epochs(epochs)
+    specs = _check_models(models)
+    data = _default_data() if data is None else data
+    _check_data(data)
+    n_train, n_features = data[0].shape
+    uses_bn = any(spec["norm"] == "batch" for spec in specs.values())
+    _check_batch_size(batch_size, n_train, uses_bn)
+    device = torch.device("cpu" if device is None else device)
+    data = tuple(t.to(device=device, dtype=torch.get_default_dtype()) for t in data)
+
+    # Each seed's shuffle orders, drawn exactly as make_loaders' TensorLoader draws them.
+    orders = {}
+    for seed in seeds:
+        g = torch.Generator().manual_seed(seed)
+        orders[seed] = torch.stack([torch.randperm(n_train, generator=g) for _ in range(epochs)])
+
+    # Replicas: models x seeds x lrs. Models with the same architecture share a group.
+    keys = [(name, seed, lr) for name in specs for seed in seeds for lr in lrs]
+    groups = {}
+    for k, (name, _, _) in enumerate(keys):
+        arch = tuple(sorted(specs[name].items()))
+        groups.setdefault(arch, []).append(k)
+
+    shape = (len(keys), epochs)
+    results = [torch.full(shape, math.nan, dtype=torch.float64) for _ in range(3)]
+    for arch, members in groups.items():
+        spec = dict(arch)
+        inits = {}
+        with torch.random.fork_rng(devices=[]):
+            for k in members:
+                seed = keys[k][1]
+                if seed not in inits:
+                    torch.manual_seed(seed)
+                    inits[seed] = MLP(n_features, **spec)
+        group = _Group([inits[keys[k][1]] for k in members], [keys[k][2] for k in members], device)
+        group_orders = torch.stack([orders[keys[k][1]] for k in members]).to(device)
+        with torch.no_grad():
+            out = _train_group(group, group_orders, data, epochs, batch_size)
+        for result, values in zip(results, out):
+            result[members] = values.cpu()
+
+    train_loss, val_loss, val_acc = results
+    replicas = []
+    for k, (name, seed, lr) in enumerate(keys):
+        finite = (train_loss[k].isfinite() & val_loss[k].isfinite()).tolist()
+        diverged_at = finite.index(False) + 1 if not all(finite) else None
+        done = epochs if diverged_at is None else diverged_at
+        history = History(
+            lr=lr,
+            epochs=epochs,
+            train_loss=train_loss[k, :done].tolist(),
+            val_loss=val_loss[k, :done].tolist(),
+            val_acc=val_acc[k, :done].tolist(),
+            diverged_at=diverged_at,
+        )
+        replicas.append(Replica(name, seed, lr, history))
+    return SweepResult(specs, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc)

@@ -1,0 +1,273 @@
+"""``bnteach.sweep.run`` must train each replica exactly as ``train_model`` trains one model.
+
+Reference for every replica: ``torch.manual_seed(seed); model = MLP(...)`` trained by
+``train_model(model, *make_loaders(*data, batch_size=..., seed=seed), epochs, lr)``.
+"""
+
+import functools
+import math
+
+import pytest
+import torch
+
+from bnteach import sweep
+from bnteach.data import load_data, make_loaders
+from bnteach.models import MLP, MLPWithBN, SimpleMLP
+from bnteach.training import History, train_model
+
+FIELDS = ("train_loss", "val_loss", "val_acc")
+
+
+def reference(data, spec, seed, lr, epochs, batch_size=64):
+    """``train_model`` on ``MLP(**spec)``, or on ``spec()`` if ``spec`` is a model factory."""
+    torch.manual_seed(seed)
+    model = spec() if callable(spec) else MLP(data[0].shape[1], **spec)
+    loaders = make_loaders(*data, batch_size=batch_size, seed=seed)
+    return train_model(model, *loaders, epochs, lr, verbose=False)
+
+
+def max_diff(history, ref, field):
+    a, b = getattr(history, field), getattr(ref, field)
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def assert_matches(result, data, specs, atol, batch_size=64, fields=FIELDS):
+    for r in result.replicas:
+        ref = reference(data, specs[r.model], r.seed, r.lr, result.epochs, batch_size)
+        for field, tol in zip(fields, atol if isinstance(atol, tuple) else (atol,) * 3):
+            diff = max_diff(r.history, ref, field)
+            assert diff <= tol, f"{r.model} seed {r.seed} lr {r.lr}: {field} differs by {diff}"
+
+
+# -- the default models are the tutorial's -------------------------------------------------
+
+
+@pytest.mark.parametrize("name, cls", [("plain", SimpleMLP), ("BN", MLPWithBN)])
+def test_default_models_build_the_tutorials_modules(name, cls):
+    torch.manual_seed(3)
+    tutorial = cls(20, 128, 64, 1)
+    torch.manual_seed(3)
+    ours = MLP(20, **sweep.DEFAULT_MODELS[name])
+    assert str(ours.network) == str(tutorial.network)
+    a, b = tutorial.state_dict(), ours.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- agreement with train_model ------------------------------------------------------------
+
+
+def test_plain_model_matches_train_model(data):
+    """Same init, shuffles, Adam and losses: equal up to float rounding (measured < 1e-6)."""
+    result = sweep.run([0, 1, 2], [0.01, 0.1], epochs=5, models={"plain": {}}, data=data)
+    tutorial = {"plain": lambda: SimpleMLP(20, 128, 64, 1)}
+    assert_matches(result, data, tutorial, atol=1e-4)
+
+
+def test_bn_without_bias_matches_train_model_tightly(data):
+    """With ``bias=False`` BN has no rounding-noise parameter (facts item 13): rounding only.
+
+    Measured agreement is below 1e-7 over 5 epochs at lr 0.01 (on an AMD and an Intel CPU);
+    this also pins the running statistics (unbiased variance, momentum 0.1) used in eval.
+    (At lr 0.1 Adam's first, sign-like steps amplify rounding: 1e-4 after one epoch on one
+    CPU. The distribution test covers that regime.)
+    """
+    specs = {"BN": {"norm": "batch", "bias": False}}
+    result = sweep.run([0, 1, 2], [0.01], epochs=5, models=specs, data=data)
+    assert_matches(result, data, specs, atol=1e-5)
+
+
+def test_bn_with_bias_matches_train_model_up_to_the_bias_noise(data):
+    """The tutorial's BN model: the Linear bias before BN gets rounding-noise gradients.
+
+    Adam turns that noise into steps of about ``lr`` (facts item 13), so the two runs' biases
+    drift apart by O(lr). In training mode BN subtracts the batch mean, bias included, so the
+    train loss still agrees to rounding (measured < 1e-7). In eval mode the running mean
+    carries the bias with a lag of ~1/momentum steps, so validation logits differ by O(lr)
+    times small factors: measured up to 5e-4 in val loss and one sample (1/200) in accuracy
+    over 3 epochs at lr 0.01.
+    """
+    specs = {"BN": {"norm": "batch"}}
+    result = sweep.run([0, 1, 2, 3], [0.01], epochs=3, models=specs, data=data)
+    n_val = data[1].shape[0]
+    assert_matches(result, data, specs, atol=(1e-5, 3e-3, 2 / n_val))
+
+
+def test_bn_agrees_with_train_model_in_distribution(data):
+    """At lr 0.1 over 25 epochs rounding differences grow into different trajectories; the
+    spread over seeds must still be the same: means within 3 standard errors."""
+    seeds, lr = list(range(8)), 0.1
+    result = sweep.run(seeds, [lr], epochs=25, models={"BN": {"norm": "batch"}}, data=data)
+    ours = result.val_loss[:, -1]
+    tutorial = functools.partial(MLPWithBN, 20, 128, 64, 1)
+    refs = torch.tensor(
+        [reference(data, tutorial, s, lr, 25).val_loss[-1] for s in seeds],
+        dtype=torch.float64,
+    )
+    se = math.sqrt(ours.var().item() / len(seeds) + refs.var().item() / len(seeds))
+    assert abs(ours.mean().item() - refs.mean().item()) < 3 * se
+    assert result.diverged_at == [None] * len(seeds)
+
+
+VARIANTS = {
+    "linear": {"hidden_sizes": ()},
+    "deep": {"hidden_sizes": (32, 32, 32)},
+    "tanh": {"activation": "tanh"},
+    "sigmoid": {"activation": "sigmoid", "hidden_sizes": [16]},
+    "gelu": {"activation": "gelu", "bias": False},
+    "layer": {"norm": "layer"},
+    "layer-after": {"norm": "layer", "placement": "after", "activation": "gelu"},
+    "batch-after": {"norm": "batch", "placement": "after"},
+    "batch-deep": {"norm": "batch", "bias": False, "hidden_sizes": (32, 16, 8)},
+}
+
+
+def test_architecture_variants_match_train_model(data):
+    """Every hand-written forward and backward (norms, activations, placements, no bias, no
+    hidden layer) against autograd's, through two epochs with another batch size."""
+    result = sweep.run([5], [0.01], epochs=2, batch_size=48, models=VARIANTS, data=data)
+    assert_matches(result, data, VARIANTS, atol=1e-4, batch_size=48)
+
+
+def test_same_architecture_is_one_group(data, monkeypatch):
+    sizes = []
+    original = sweep._train_group
+
+    def spy(group, orders, *args):
+        sizes.append(orders.shape[0])
+        return original(group, orders, *args)
+
+    monkeypatch.setattr(sweep, "_train_group", spy)
+    models = {"a": {"norm": "batch"}, "b": {"norm": "batch"}, "c": {}}
+    result = sweep.run([0, 1], [0.01, 0.1, 0.2], epochs=2, models=models, data=data)
+    assert sorted(sizes) == [6, 12]
+    a, b = result.histories(model="a"), result.histories(model="b")
+    assert [h.val_loss for h in a] == [h.val_loss for h in b]
+
+
+# -- divergence ----------------------------------------------------------------------------
+
+
+def test_diverging_replicas_are_marked_and_do_not_disturb_the_others(data):
+    huge = 1e20  # overflows float32 in the first epoch, for both models (as in train_model)
+    with_huge = sweep.run([0, 1], [0.01, huge, 0.1], epochs=3, data=data)
+    without = sweep.run([0, 1], [0.01, 0.1], epochs=3, data=data)
+
+    bad = [k for k, r in enumerate(with_huge.replicas) if r.lr == huge]
+    good = [k for k, r in enumerate(with_huge.replicas) if r.lr != huge]
+    assert [with_huge.diverged_at[k] for k in bad] == [1] * 4
+    assert [with_huge.diverged_at[k] for k in good] == [None] * 8
+    for k in bad:
+        h = with_huge.replicas[k].history
+        assert h.diverged and len(h.train_loss) == 1 and not math.isfinite(h.train_loss[0])
+        for t in (with_huge.train_loss, with_huge.val_loss, with_huge.val_acc):
+            assert t[k, 1:].isnan().all()
+    for name in ("train_loss", "val_loss", "val_acc"):
+        kept = getattr(with_huge, name)[good]
+        assert kept.isfinite().all()
+        assert torch.equal(kept, getattr(without, name))
+    assert "4 diverged" in repr(with_huge)
+
+    ref = reference(data, {"norm": "batch"}, 0, huge, 3)
+    assert ref.diverged_at == 1
+
+
+# -- input checks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"lrs": [-0.1]}, ValueError, "positive"),
+        ({"lrs": [float("nan")]}, ValueError, "finite"),
+        ({"lrs": ["0.1"]}, TypeError, "number"),
+        ({"lrs": 0.01}, TypeError, r"list such as \[0.01\]"),
+        ({"lrs": []}, ValueError, "empty"),
+        ({"seeds": []}, ValueError, "seeds is empty"),
+        ({"seeds": 3}, TypeError, "list"),
+        ({"seeds": [0, 1.5]}, TypeError, "whole numbers"),
+        ({"seeds": [1, 1]}, ValueError, "duplicates"),
+        ({"epochs": 0}, ValueError, "at least 1"),
+        ({"batch_size": 1}, ValueError, "at least 2"),
+        ({"batch_size": 17}, ValueError, "single sample.*batch_size=16"),
+        ({"models": {"m": {"dropout": 0.5}}}, ValueError, "valid ones are .*hidden_sizes"),
+        ({"models": {"m": {"input_size": 20}}}, ValueError, "taken from the data"),
+        ({"models": {"m": {"norm": "bn"}}}, ValueError, r"models\['m'\]: norm must be"),
+        ({"models": {}}, TypeError, "non-empty dict"),
+        ({"data": (1, 2)}, TypeError, "X_train, X_val, y_train, y_val"),
+    ],
+)
+def test_teaching_errors(data, kwargs, error, match):
+    args = {"seeds": [0], "lrs": [0.01], "epochs": 1, "data": data, **kwargs}
+    with pytest.raises(error, match=match):
+        sweep.run(**args)
+
+
+def test_last_batch_of_one_is_fine_without_batchnorm(data):
+    result = sweep.run([0], [0.01], epochs=1, batch_size=17, models={"p": {}}, data=data)
+    assert result.diverged_at == [None]
+
+
+# -- the result object ---------------------------------------------------------------------
+
+
+def test_sweep_result_api(data):
+    seeds, lrs = [0, 1, 2], [0.01, 0.05]
+    result = sweep.run(seeds, lrs, epochs=2, data=data)
+    assert repr(result) == (
+        "SweepResult(2 models x 3 seeds x 2 lrs = 12 replicas, 2 epochs, 0 diverged)"
+    )
+    assert len(result) == len(result.replicas) == 12
+    assert list(result.models) == ["plain", "BN"] and result.models["BN"]["norm"] == "batch"
+    assert result.seeds == seeds and result.lrs == lrs and result.epochs == 2
+    for t in (result.train_loss, result.val_loss, result.val_acc):
+        assert isinstance(t, torch.Tensor) and t.shape == (12, 2) and t.isfinite().all()
+    assert result.diverged_at == [None] * 12
+    # models x seeds x lrs, in that nesting order
+    keys = [(r.model, r.seed, r.lr) for r in result.replicas]
+    assert keys == [(m, s, lr) for m in ("plain", "BN") for s in seeds for lr in lrs]
+    for k, r in enumerate(result.replicas):
+        h = r.history
+        assert isinstance(h, History) and h.lr == r.lr and h.epochs == 2 and not h.diverged
+        assert all(type(x) is float for x in h.train_loss + h.val_loss + h.val_acc)
+        assert h.val_loss == result.val_loss[k].tolist()
+        assert "2/2 epochs, finished" in repr(h)
+
+    assert len(result.histories()) == 12
+    assert len(result.histories(model="BN")) == 6
+    assert len(result.histories(model="BN", lr=0.05)) == 3
+    assert len(result.histories(seed=[0, 2], lr=0.01)) == 4
+    only = result.histories(model="plain", seed=1, lr=0.05)
+    assert only == [result.replicas[3].history]
+    with pytest.raises(ValueError, match="not in this sweep"):
+        result.histories(model="LN")
+
+
+def test_global_random_state_is_untouched_and_irrelevant(data):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = sweep.run([0], [0.01], epochs=1, data=data)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)
+    b = sweep.run([0], [0.01], epochs=1, data=data)
+    assert torch.equal(a.val_loss, b.val_loss)
+
+
+def test_default_data_is_load_data_and_cached():
+    assert sweep._default_data() is sweep._default_data()
+    a = sweep.run([0], [0.01], epochs=1, models={"p": {}})
+    b = sweep.run([0], [0.01], epochs=1, models={"p": {}}, data=load_data())
+    assert torch.equal(a.val_loss, b.val_loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(data):
+    models = {"plain": {}, "BN": {"norm": "batch", "bias": False}}
+    cpu = sweep.run([0, 1], [0.01, 1e20], epochs=3, models=models, data=data)
+    gpu = sweep.run([0, 1], [0.01, 1e20], epochs=3, models=models, data=data, device="cuda")
+    assert gpu.diverged_at == cpu.diverged_at
+    ok = [d is None for d in cpu.diverged_at]
+    for name in FIELDS:
+        torch.testing.assert_close(
+            getattr(gpu, name)[ok], getattr(cpu, name)[ok], atol=1e-4, rtol=0
+        )
