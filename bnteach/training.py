@@ -128,7 +128,8 @@ def train_model(model, train_loader, val_loader, epochs=25, lr=0.01, verbose=Tru
 
     device = next(model.parameters()).device
     loss_fn = nn.BCEWithLogitsLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # fused=True: the same Adam update, computed in one kernel for all parameters (faster)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     history = History(lr=lr, epochs=epochs)
 
     for epoch in range(1, epochs + 1):

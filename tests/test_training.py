@@ -46,7 +46,7 @@ def test_loop_is_the_textbook_loop(small):
     torch.manual_seed(4)
     ref = MLPWithBN(20, 16, 8, 1)
     train_loader, val_loader = make_loaders(*small, seed=4)
-    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01, fused=True)
     loss_fn = nn.BCEWithLogitsLoss()
     for epoch in range(2):
         ref.train()
