@@ -65,13 +65,18 @@ def _spread(runs, metric):
     return mean, low, high
 
 
-def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None):
+def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log_y=False):
     """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
 
     groups: dict name -> list of ``History`` (one per seed).
     metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
+    log_y: loss panels on a log scale (for runs whose early loss is huge).
     """
-    labels = {"train_loss": "train loss", "val_loss": "validation loss", "val_acc": "val accuracy"}
+    labels = {
+        "train_loss": "train loss",
+        "val_loss": "validation loss",
+        "val_acc": "validation accuracy",
+    }
     fig = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
@@ -89,6 +94,8 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None):
             ax.fill_between(x, low, high, color=color, alpha=0.15)
             ax.plot(x, mean, "-", color=color, lw=2.2, label=label)
         ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
+        if log_y and metric != "val_acc":
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
@@ -113,7 +120,8 @@ def plot_final_by_lr(summary, metric="val_acc", title=None):
         means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
         ax.plot(lrs, means, "-", color=color, lw=2, label=f"{name} (mean; dots = seeds)")
     ax.set_xscale("log")
-    ax.set(xlabel="learning rate", ylabel=metric.replace("_", " "), title=title)
+    labels = {"val_acc": "final validation accuracy", "val_loss": "final validation loss"}
+    ax.set(xlabel="learning rate", ylabel=labels.get(metric, metric), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

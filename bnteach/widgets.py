@@ -9,20 +9,28 @@ Every explorer is built in three layers, so that the logic is tested without a b
 
 Nothing happens at import time. Importing this module is only for notebooks.
 
+Explorers: ``layer_explorer`` (notebook 03), ``compare_explorer`` and ``lrsweep_explorer``
+(notebook 04, backed by the batched engine ``bnteach.sweep``).
+
 The "inside the layer" explorer (names start with ``layer_``): one ``nn.BatchNorm1d`` of
 ``LAYER_FEATURES`` features fed with synthetic batches whose population mean and variance are
 known, so the running statistics can be compared with the truth.
 """
 
+import asyncio
 import copy
 import html
 import io
+import math
 import numbers
 
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 from torch import nn
+
+from bnteach import sweep
+from bnteach.plots import plot_final_by_lr, plot_seed_spread
 
 # ============================================================================= layer explorer
 
@@ -243,9 +251,7 @@ def layer_figure(state):
 
 def layer_png(state, dpi=72):
     """PNG bytes of ``layer_figure(state)``."""
-    buf = io.BytesIO()
-    layer_figure(state).savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return figure_png(layer_figure(state), dpi=dpi)
 
 
 class LayerExplorer(widgets.VBox):
@@ -346,10 +352,7 @@ class LayerExplorer(widgets.VBox):
                 seed=self.layer_seed,
             )
         except (ValueError, TypeError) as err:
-            self.layer_message.value = (
-                f'<div style="color:#a40000;border:1px solid #a40000;padding:4px">'
-                f"<b>Not possible:</b> {html.escape(str(err))}</div>"
-            )
+            self.layer_message.value = error_html(err)
             self.layer_image.layout.display = "none"
             return
         self.layer_image.value = layer_png(state)
@@ -367,3 +370,438 @@ class LayerExplorer(widgets.VBox):
 def layer_explorer(batch_size=16, momentum=0.1, shift=0.0, training=True, seed=0):
     """Build the "inside the layer" explorer (a ``LayerExplorer``, an ipywidgets VBox)."""
     return LayerExplorer(batch_size, momentum, shift, training, seed)
+
+
+# ======================================================================== shared plumbing
+
+
+def figure_png(fig, dpi=72):
+    """PNG bytes of a matplotlib ``Figure``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def error_html(err):
+    """An in-widget message for an impossible combination of settings."""
+    return (
+        f'<div style="color:#a40000;border:1px solid #a40000;padding:4px">'
+        f"<b>Not possible:</b> {html.escape(str(err))}</div>"
+    )
+
+
+class Debouncer:
+    """Run ``action`` once, ``delay`` seconds after the last of a burst of ``trigger()`` calls.
+
+    While a learner drags a slider or holds an arrow key, each change would otherwise queue a
+    full recomputation for a value already left behind. Inside a Jupyter kernel the delayed call
+    goes through the kernel's asyncio loop; where no loop runs (plain Python, tests) or with
+    ``delay=0`` the action runs at once. ``call_later(delay, fn)`` may be injected for tests;
+    it must return an object with ``cancel()``.
+    """
+
+    def __init__(self, action, delay=0.3, call_later=None):
+        self.action, self.delay, self._call_later = action, delay, call_later
+        self._pending = None
+
+    def trigger(self):
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        call_later = self._call_later
+        if call_later is None and self.delay > 0:
+            try:
+                call_later = asyncio.get_running_loop().call_later
+            except RuntimeError:
+                call_later = None
+        if call_later is None or self.delay <= 0:
+            self.action()
+        else:
+            self._pending = call_later(self.delay, self._fire)
+
+    def _fire(self):
+        self._pending = None
+        self.action()
+
+
+# ==================================================================== comparison explorer
+
+COMPARE_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+COMPARE_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+COMPARE_LOSS_THRESHOLD = 0.2
+
+
+def compare_models(depth=2, activation="relu"):
+    """The sweep's ``models`` for a plain and a BN net with ``depth`` hidden layers.
+
+    Depth 2 is the tutorial's (128, 64); other depths use 64 units per hidden layer.
+    """
+    hidden = (128, 64) if depth == 2 else (64,) * depth
+    common = {"hidden_sizes": hidden, "activation": activation}
+    return {"plain": {**common, "norm": "none"}, "BN": {**common, "norm": "batch"}}
+
+
+def compare_run(
+    lr=0.01, epochs=25, batch_size=64, n_seeds=8, depth=2, activation="relu", device=None
+):
+    """Train plain and BN nets for seeds ``0 .. n_seeds-1`` at one ``lr``: a ``SweepResult``."""
+    if not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"n_seeds must be a whole number >= 1, got {n_seeds!r}.")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth (hidden layers) must be a whole number >= 1, got {depth!r}.")
+    if batch_size == 1:
+        raise ValueError(
+            "batch size 1: a BN layer in training mode needs at least 2 samples per batch to "
+            "compute a variance (the plain net could train, but there would be nothing to "
+            "compare). Pick 2 or more."
+        )
+    return sweep.run(
+        seeds=list(range(n_seeds)),
+        lrs=[lr],
+        epochs=epochs,
+        batch_size=batch_size,
+        models=compare_models(depth, activation),
+        device=device,
+    )
+
+
+def epochs_to_reach(history, threshold=COMPARE_LOSS_THRESHOLD):
+    """First epoch (1-based) whose validation loss is below ``threshold``, or ``None``."""
+    return next((e for e, v in enumerate(history.val_loss, 1) if v < threshold), None)
+
+
+def compare_summary(result, threshold=COMPARE_LOSS_THRESHOLD):
+    """Per model: final validation accuracy (mean, min, max), median epochs until the
+    validation loss falls below ``threshold`` (``None`` if most seeds never get there), and
+    how many replicas diverged."""
+    out = {}
+    for model in result.models:
+        hs = result.histories(model=model)
+        acc = [h.val_acc[-1] if not h.diverged else float("nan") for h in hs]
+        finite = [a for a in acc if a == a]
+        reach = [epochs_to_reach(h, threshold) for h in hs]
+        reach = sorted(math.inf if e is None else e for e in reach)
+        median = reach[(len(reach) - 1) // 2]
+        out[model] = {
+            "acc_mean": sum(finite) / len(finite) if finite else float("nan"),
+            "acc_min": min(finite, default=float("nan")),
+            "acc_max": max(finite, default=float("nan")),
+            "epochs_to_threshold": None if median == math.inf else median,
+            "diverged": sum(h.diverged for h in hs),
+            "seeds": len(hs),
+        }
+    return out
+
+
+def compare_figure(result):
+    """Train/validation loss and validation accuracy, mean and spread over seeds."""
+    groups = {
+        "Without BN": result.histories(model="plain"),
+        "With BN": result.histories(model="BN"),
+    }
+    worst = max((v for h in result.histories() for v in h.train_loss if v == v), default=1.0)
+    fig = plot_seed_spread(groups, metrics=("train_loss", "val_loss", "val_acc"), log_y=worst > 10)
+    # A fixed layout: constrained layout would cost a third of the PNG rendering time.
+    fig.set_layout_engine(None)
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.97, wspace=0.22)
+    return fig
+
+
+def compare_html(summary, threshold=COMPARE_LOSS_THRESHOLD):
+    """A small HTML table of ``compare_summary``."""
+    rows = []
+    for model, s in summary.items():
+        reach = s["epochs_to_threshold"]
+        rows.append(
+            f"<tr><td>{'Without BN' if model == 'plain' else 'With BN'}</td>"
+            f"<td>{s['acc_mean']:.3f} ({s['acc_min']:.3f} to {s['acc_max']:.3f})</td>"
+            f"<td>{reach if reach is not None else 'not reached'}</td>"
+            f"<td>{s['diverged']} of {s['seeds']}</td></tr>"
+        )
+    head = (
+        "<tr><th>model</th><th>final val accuracy: mean (min to max over seeds)</th>"
+        f"<th>epochs until val loss &lt; {threshold} (median)</th><th>diverged</th></tr>"
+    )
+    style = "<style>.bnteach-summary td, .bnteach-summary th {padding: 2px 10px}</style>"
+    return f'{style}<table class="bnteach-summary">{head}{"".join(rows)}</table>'
+
+
+class CompareExplorer(widgets.VBox):
+    """Plain vs BN over seeds: controls, a message line, the figure and a summary table.
+
+    Controls (attributes): ``compare_lr`` (log slider), ``compare_epochs``,
+    ``compare_batch_size``, ``compare_seeds``, ``compare_depth``, ``compare_activation``.
+    Output: ``compare_message``, ``compare_image`` (PNG), ``compare_table``.
+    ``compare_renders`` counts recomputations; a refresh whose settings equal the last ones
+    does nothing. Changes are debounced by ``debounce`` seconds (0: immediately).
+    """
+
+    def __init__(
+        self,
+        lr=0.01,
+        epochs=25,
+        batch_size=64,
+        n_seeds=8,
+        depth=2,
+        activation="relu",
+        debounce=0.3,
+        device=None,
+    ):
+        style = {"description_width": "110px"}
+        self.compare_lr = widgets.FloatLogSlider(
+            value=lr,
+            base=10,
+            min=-4,
+            max=0.5,
+            step=0.125,
+            description="learning rate",
+            continuous_update=False,
+            readout_format=".3g",
+            style=style,
+        )
+        self.compare_epochs = widgets.IntSlider(
+            value=epochs, min=1, max=60, description="epochs", continuous_update=False, style=style
+        )
+        self.compare_batch_size = widgets.SelectionSlider(
+            options=COMPARE_BATCH_SIZES,
+            value=batch_size,
+            description="batch size",
+            continuous_update=False,
+            style=style,
+        )
+        self.compare_seeds = widgets.IntSlider(
+            value=n_seeds, min=1, max=16, description="seeds", continuous_update=False, style=style
+        )
+        self.compare_depth = widgets.IntSlider(
+            value=depth,
+            min=1,
+            max=8,
+            description="hidden layers",
+            continuous_update=False,
+            style=style,
+        )
+        self.compare_activation = widgets.Dropdown(
+            options=COMPARE_ACTIVATIONS, value=activation, description="activation", style=style
+        )
+        self.compare_message = widgets.HTML()
+        self.compare_image = widgets.Image(format="png")
+        self.compare_table = widgets.HTML()
+        self.compare_device = device
+        self.compare_renders = 0
+        self._compare_last = None
+        controls = [
+            self.compare_lr,
+            self.compare_epochs,
+            self.compare_batch_size,
+            self.compare_seeds,
+            self.compare_depth,
+            self.compare_activation,
+        ]
+        super().__init__(
+            children=[
+                widgets.HBox(controls[:3]),
+                widgets.HBox(controls[3:]),
+                self.compare_message,
+                self.compare_image,
+                self.compare_table,
+            ]
+        )
+        self._compare_debouncer = Debouncer(self.compare_refresh, delay=debounce)
+        for w in controls:
+            w.observe(lambda _change: self._compare_debouncer.trigger(), names="value")
+        self.compare_refresh()
+
+    def compare_settings(self):
+        """The current control values as keyword arguments of ``compare_run``."""
+        return {
+            "lr": self.compare_lr.value,
+            "epochs": self.compare_epochs.value,
+            "batch_size": self.compare_batch_size.value,
+            "n_seeds": self.compare_seeds.value,
+            "depth": self.compare_depth.value,
+            "activation": self.compare_activation.value,
+        }
+
+    def compare_refresh(self):
+        """Train and redraw for the current settings, or say why that is not possible."""
+        settings = self.compare_settings()
+        if settings == self._compare_last:
+            return
+        self._compare_last = settings
+        self.compare_renders += 1
+        try:
+            result = compare_run(**settings, device=self.compare_device)
+        except (ValueError, TypeError) as err:
+            self.compare_message.value = error_html(err)
+            self.compare_image.layout.display = "none"
+            self.compare_table.value = ""
+            return
+        summary = compare_summary(result)
+        self.compare_image.value = figure_png(compare_figure(result))
+        self.compare_image.layout.display = None
+        self.compare_table.value = compare_html(summary)
+        self.compare_message.value = (
+            f"{len(result)} models trained: plain and BN, seeds 0-{settings['n_seeds'] - 1}, "
+            f"lr {settings['lr']:.3g}. Thick line: mean over seeds; band: min to max."
+        )
+
+
+def compare_explorer(**settings):
+    """Build the comparison explorer (a ``CompareExplorer``); see its arguments."""
+    return CompareExplorer(**settings)
+
+
+# ============================================================== learning-rate sweep explorer
+
+
+def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
+    """``points`` learning rates evenly spaced on a log scale from 10**low_exp to 10**high_exp."""
+    if not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be a whole number >= 2, got {points!r}.")
+    if not low_exp < high_exp:
+        raise ValueError(
+            f"the lowest learning rate must be below the highest ({low_exp} vs "
+            f"{high_exp} as powers of 10)."
+        )
+    step = (high_exp - low_exp) / (points - 1)
+    return [float(10 ** (low_exp + i * step)) for i in range(points)]
+
+
+def lrsweep_summary(result, metric):
+    """``{"Without BN"|"With BN": {lr: [final metric per seed]}}`` for ``plot_final_by_lr``.
+
+    A diverged replica counts as accuracy 0.5 (guessing) and is left out of losses."""
+    out = {}
+    for model, label in (("plain", "Without BN"), ("BN", "With BN")):
+        by_lr = {}
+        for lr in result.lrs:
+            vals = []
+            for h in result.histories(model=model, lr=lr):
+                if not h.diverged:
+                    vals.append(getattr(h, metric)[-1])
+                elif metric == "val_acc":
+                    vals.append(0.5)
+            by_lr[lr] = vals or [float("nan")]
+        out[label] = by_lr
+    return out
+
+
+class LrSweepExplorer(widgets.VBox):
+    """Final validation accuracy and loss against learning rate, plain vs BN, over seeds.
+
+    Controls: ``lrsweep_range`` (powers of 10), ``lrsweep_points``, ``lrsweep_epochs``,
+    ``lrsweep_seeds``, ``lrsweep_depth``. Output: ``lrsweep_message``, ``lrsweep_acc`` and
+    ``lrsweep_loss`` (PNG images). ``lrsweep_renders`` counts recomputations.
+    """
+
+    def __init__(
+        self,
+        low_exp=-3.0,
+        high_exp=0.0,
+        points=7,
+        epochs=15,
+        n_seeds=4,
+        depth=2,
+        debounce=0.3,
+        device=None,
+    ):
+        style = {"description_width": "110px"}
+        self.lrsweep_range = widgets.FloatRangeSlider(
+            value=(low_exp, high_exp),
+            min=-4,
+            max=0.5,
+            step=0.25,
+            description="lr from 10^ to 10^",
+            continuous_update=False,
+            style=style,
+        )
+        self.lrsweep_points = widgets.IntSlider(
+            value=points,
+            min=2,
+            max=12,
+            description="learning rates",
+            continuous_update=False,
+            style=style,
+        )
+        self.lrsweep_epochs = widgets.IntSlider(
+            value=epochs, min=1, max=40, description="epochs", continuous_update=False, style=style
+        )
+        self.lrsweep_seeds = widgets.IntSlider(
+            value=n_seeds, min=1, max=10, description="seeds", continuous_update=False, style=style
+        )
+        self.lrsweep_depth = widgets.IntSlider(
+            value=depth,
+            min=1,
+            max=8,
+            description="hidden layers",
+            continuous_update=False,
+            style=style,
+        )
+        self.lrsweep_message = widgets.HTML()
+        self.lrsweep_acc = widgets.Image(format="png")
+        self.lrsweep_loss = widgets.Image(format="png")
+        self.lrsweep_device = device
+        self.lrsweep_renders = 0
+        self._lrsweep_last = None
+        controls = [
+            self.lrsweep_range,
+            self.lrsweep_points,
+            self.lrsweep_epochs,
+            self.lrsweep_seeds,
+            self.lrsweep_depth,
+        ]
+        self._lrsweep_plots = widgets.HBox([self.lrsweep_acc, self.lrsweep_loss])
+        super().__init__(
+            children=[
+                widgets.HBox(controls[:3]),
+                widgets.HBox(controls[3:]),
+                self.lrsweep_message,
+                self._lrsweep_plots,
+            ]
+        )
+        self._lrsweep_debouncer = Debouncer(self.lrsweep_refresh, delay=debounce)
+        for w in controls:
+            w.observe(lambda _change: self._lrsweep_debouncer.trigger(), names="value")
+        self.lrsweep_refresh()
+
+    def lrsweep_refresh(self):
+        """Train the grid for the current settings and redraw, or say why not."""
+        settings = (
+            self.lrsweep_range.value,
+            self.lrsweep_points.value,
+            self.lrsweep_epochs.value,
+            self.lrsweep_seeds.value,
+            self.lrsweep_depth.value,
+        )
+        if settings == self._lrsweep_last:
+            return
+        self._lrsweep_last = settings
+        self.lrsweep_renders += 1
+        (low, high), points, epochs, n_seeds, depth = settings
+        try:
+            lrs = lrsweep_lrs(low, high, points)
+            result = sweep.run(
+                seeds=list(range(n_seeds)),
+                lrs=lrs,
+                epochs=epochs,
+                models=compare_models(depth),
+                device=self.lrsweep_device,
+            )
+        except (ValueError, TypeError) as err:
+            self.lrsweep_message.value = error_html(err)
+            self._lrsweep_plots.layout.display = "none"
+            return
+        for image, metric in ((self.lrsweep_acc, "val_acc"), (self.lrsweep_loss, "val_loss")):
+            fig = plot_final_by_lr(lrsweep_summary(result, metric), metric=metric)
+            image.value = figure_png(fig)
+        self._lrsweep_plots.layout.display = None
+        n_div = sum(d is not None for d in result.diverged_at)
+        self.lrsweep_message.value = (
+            f"{len(result)} models: {points} learning rates x {n_seeds} seeds x 2 models, "
+            f"{epochs} epochs, {depth} hidden layers; {n_div} diverged. Dots: seeds; line: mean."
+        )
+
+
+def lrsweep_explorer(**settings):
+    """Build the learning-rate sweep explorer (a ``LrSweepExplorer``)."""
+    return LrSweepExplorer(**settings)

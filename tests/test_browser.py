@@ -143,13 +143,14 @@ NOTEBOOK_STATE = """() => {
 def run_all(page, base, token, notebook, timeout=180):
     """Open ``notebook`` in JupyterLab and run all its cells; return the final state."""
     page.goto(f"{base}/lab/tree/notebooks/{notebook}?token={token}")
-    page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
-        "&& window.jupyterapp.shell.currentWidget.sessionContext?.isReady"
+    page.wait_for_function(  # the notebook we asked for, not one restored from earlier
+        "(name) => { const w = window.jupyterapp?.shell.currentWidget; "
+        "return w && w.context?.path.endsWith(name) && w.sessionContext?.isReady; }",
+        arg=notebook,
     )
     page.wait_for_function(f"() => ({NOTEBOOK_STATE})()?.status === 'idle'")
     for _attempt in range(5):  # run-all sent right after start-up is sometimes ignored
-        page.locator(".jp-Notebook").first.click()
+        current(page).locator(".jp-Notebook").first.click()
         page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
         try:
             page.wait_for_function(
@@ -160,17 +161,29 @@ def run_all(page, base, token, notebook, timeout=180):
             break
         except sync_api.TimeoutError:
             continue
-    page.wait_for_function(
-        f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.status === 'idle' "
-        f"&& (s.done === s.total || s.errors.length > 0); }}",
-        timeout=timeout * 1000,
-    )
+    try:
+        page.wait_for_function(
+            f"() => {{ const s = ({NOTEBOOK_STATE})(); return s && s.status === 'idle' "
+            f"&& (s.done === s.total || s.errors.length > 0); }}",
+            timeout=timeout * 1000,
+        )
+    except sync_api.TimeoutError:
+        screenshot(page, f"timeout-{notebook}.png")
+        state = page.evaluate(f"({NOTEBOOK_STATE})()")
+        pytest.fail(f"{notebook} did not finish in {timeout} s: {state}")
     return page.evaluate(f"({NOTEBOOK_STATE})()")
+
+
+def current(page):
+    """The visible notebook panel (JupyterLab keeps earlier notebooks open in hidden tabs)."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
 
 
 def widget_errors(page):
     """How many outputs show "Error displaying widget" (the prose may mention it)."""
-    return page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
+    return (
+        current(page).locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
+    )
 
 
 def screenshot(page, name):
@@ -182,11 +195,11 @@ def test_start_here_runs_and_its_widget_renders_and_responds(lab, browser):
     page = browser.new_page()
     state = run_all(page, *lab, "00_start_here.ipynb")
     assert state["errors"] == [] and state["done"] == state["total"], state
-    slider = page.locator(".widget-slider").first
-    slider.scroll_into_view_if_needed()
-    text = page.locator(".widget-html-content", has_text="lr =").first
+    nb = current(page)
+    nb.locator(".widget-slider").first.scroll_into_view_if_needed()
+    text = nb.locator(".widget-html-content", has_text="lr =").first
     before = text.inner_text()
-    page.locator(".noUi-handle").first.focus()
+    nb.locator(".noUi-handle").first.focus()
     page.keyboard.press("ArrowRight")
     page.wait_for_function(
         "(t) => [...document.querySelectorAll('.widget-html-content')]"
@@ -196,5 +209,31 @@ def test_start_here_runs_and_its_widget_renders_and_responds(lab, browser):
     after = text.inner_text()
     screenshot(page, "00_start_here.png")
     assert before != after and "lr = 0.01" in before
+    assert widget_errors(page) == 0
+    page.close()
+
+
+def test_comparison_explorer_redraws_when_the_learning_rate_moves(lab, browser):
+    page = browser.new_page()
+    state = run_all(page, *lab, "04_comparison.ipynb", timeout=240)
+    assert state["errors"] == [] and state["done"] == state["total"], state
+    nb = current(page)
+    image = nb.locator(".widget-image").first
+    image.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle()
+    )
+    before = image.get_attribute("src")
+    nb.locator(".widget-readout", has_text="0.01").first.wait_for()
+    nb.locator(".noUi-handle").first.focus()
+    for _ in range(8):  # lr 0.01 -> 0.1 in steps of 10**0.125
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "([img, src]) => img.getAttribute('src') !== src && img.complete && img.naturalWidth > 0",
+        arg=[image.element_handle(), before],
+        timeout=60_000,
+    )
+    nb.locator(".widget-html-content", has_text="lr 0.1.").first.wait_for(timeout=60_000)
+    screenshot(page, "04_comparison_explorer.png")
     assert widget_errors(page) == 0
     page.close()

@@ -54,6 +54,11 @@ def test_seed_spread_has_mean_and_band_per_group():
     assert mean_line.get_ydata()[0] == pytest.approx((1.1 + 1.3 + 0.9) / 3)
 
 
+def test_seed_spread_log_scale_applies_to_losses_only():
+    fig = plot_seed_spread({"a": [hist(1.0)]}, metrics=("train_loss", "val_acc"), log_y=True)
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "linear"]
+
+
 def test_final_by_lr_uses_log_axis():
     fig = plot_final_by_lr({"plain": {0.01: [0.9, 0.95], 1.0: [0.5, 0.6]}})
     assert fig.axes[0].get_xscale() == "log"
