@@ -86,7 +86,8 @@ def check_batch(model, xb, yb, name):
     if yb.shape != (xb.shape[0], 1):
         raise ValueError(
             f"{name} yields targets of shape {tuple(yb.shape)} for {xb.shape[0]} samples, but "
-            f"BCEWithLogitsLoss needs ({xb.shape[0]}, 1) to match the model's output. Reshape with y.reshape(-1, 1)."
+            f"BCEWithLogitsLoss needs ({xb.shape[0]}, 1) to match the model's output. "
+            f"Reshape with y.reshape(-1, 1)."
         )
 
 
