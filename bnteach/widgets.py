@@ -526,14 +526,55 @@ def compare_html(summary, threshold=COMPARE_LOSS_THRESHOLD):
     return f'{style}<table class="bnteach-summary">{head}{"".join(rows)}</table>'
 
 
-class CompareExplorer(widgets.VBox):
-    """Plain vs BN over seeds: controls, a message line, the figure and a summary table.
+class SettingsExplorer(widgets.VBox):
+    """Base of the training explorers: rows of controls, a message line, then the outputs.
 
-    Controls (attributes): ``compare_lr`` (log slider), ``compare_epochs``,
-    ``compare_batch_size``, ``compare_seeds``, ``compare_depth``, ``compare_activation``.
-    Output: ``compare_message``, ``compare_image`` (PNG), ``compare_table``.
-    ``compare_renders`` counts recomputations; a refresh whose settings equal the last ones
-    does nothing. Changes are debounced by ``debounce`` seconds (0: immediately).
+    A subclass lists its ``controls`` and ``outputs`` and implements ``settings()`` (the
+    control values) and ``render(settings)`` (compute and fill the outputs; raise
+    ``ValueError`` for an impossible combination, which is then shown inside the widget).
+    Changes are debounced by ``debounce`` seconds; a refresh whose settings equal the last
+    rendered ones does nothing. ``renders`` counts real recomputations.
+    """
+
+    def __init__(self, controls, outputs, debounce=0.3, per_row=3):
+        self.message = widgets.HTML()
+        self.outputs = widgets.VBox(outputs)
+        self.renders = 0
+        self._last = None
+        rows = [widgets.HBox(controls[i : i + per_row]) for i in range(0, len(controls), per_row)]
+        super().__init__(children=[*rows, self.message, self.outputs])
+        self._debouncer = Debouncer(self.refresh, delay=debounce)
+        for w in controls:
+            w.observe(lambda _change: self._debouncer.trigger(), names="value")
+        self.refresh()
+
+    def settings(self):
+        raise NotImplementedError
+
+    def render(self, settings):
+        raise NotImplementedError
+
+    def refresh(self):
+        """Recompute and redraw for the current settings, or say why that is not possible."""
+        settings = self.settings()
+        if settings == self._last:
+            return
+        self._last = settings
+        self.renders += 1
+        try:
+            self.message.value = self.render(settings)
+        except (ValueError, TypeError) as err:
+            self.message.value = error_html(err)
+            self.outputs.layout.display = "none"
+            return
+        self.outputs.layout.display = None
+
+
+class CompareExplorer(SettingsExplorer):
+    """Plain vs BN over seeds: the figure (``image``, PNG) and a summary ``table``.
+
+    Controls (attributes): ``lr`` (log slider), ``epochs``, ``batch_size``, ``seeds``,
+    ``depth``, ``activation``.
     """
 
     def __init__(
@@ -548,7 +589,7 @@ class CompareExplorer(widgets.VBox):
         device=None,
     ):
         style = {"description_width": "110px"}
-        self.compare_lr = widgets.FloatLogSlider(
+        self.lr = widgets.FloatLogSlider(
             value=lr,
             base=10,
             min=-4,
@@ -559,20 +600,20 @@ class CompareExplorer(widgets.VBox):
             readout_format=".3g",
             style=style,
         )
-        self.compare_epochs = widgets.IntSlider(
+        self.epochs = widgets.IntSlider(
             value=epochs, min=1, max=60, description="epochs", continuous_update=False, style=style
         )
-        self.compare_batch_size = widgets.SelectionSlider(
+        self.batch_size = widgets.SelectionSlider(
             options=COMPARE_BATCH_SIZES,
             value=batch_size,
             description="batch size",
             continuous_update=False,
             style=style,
         )
-        self.compare_seeds = widgets.IntSlider(
+        self.seeds = widgets.IntSlider(
             value=n_seeds, min=1, max=16, description="seeds", continuous_update=False, style=style
         )
-        self.compare_depth = widgets.IntSlider(
+        self.depth = widgets.IntSlider(
             value=depth,
             min=1,
             max=8,
@@ -580,67 +621,31 @@ class CompareExplorer(widgets.VBox):
             continuous_update=False,
             style=style,
         )
-        self.compare_activation = widgets.Dropdown(
+        self.activation = widgets.Dropdown(
             options=COMPARE_ACTIVATIONS, value=activation, description="activation", style=style
         )
-        self.compare_message = widgets.HTML()
-        self.compare_image = widgets.Image(format="png")
-        self.compare_table = widgets.HTML()
-        self.compare_device = device
-        self.compare_renders = 0
-        self._compare_last = None
-        controls = [
-            self.compare_lr,
-            self.compare_epochs,
-            self.compare_batch_size,
-            self.compare_seeds,
-            self.compare_depth,
-            self.compare_activation,
-        ]
-        super().__init__(
-            children=[
-                widgets.HBox(controls[:3]),
-                widgets.HBox(controls[3:]),
-                self.compare_message,
-                self.compare_image,
-                self.compare_table,
-            ]
-        )
-        self._compare_debouncer = Debouncer(self.compare_refresh, delay=debounce)
-        for w in controls:
-            w.observe(lambda _change: self._compare_debouncer.trigger(), names="value")
-        self.compare_refresh()
+        self.image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        self.device = device
+        controls = [self.lr, self.epochs, self.batch_size, self.seeds, self.depth, self.activation]
+        super().__init__(controls, [self.image, self.table], debounce)
 
-    def compare_settings(self):
+    def settings(self):
         """The current control values as keyword arguments of ``compare_run``."""
         return {
-            "lr": self.compare_lr.value,
-            "epochs": self.compare_epochs.value,
-            "batch_size": self.compare_batch_size.value,
-            "n_seeds": self.compare_seeds.value,
-            "depth": self.compare_depth.value,
-            "activation": self.compare_activation.value,
+            "lr": self.lr.value,
+            "epochs": self.epochs.value,
+            "batch_size": self.batch_size.value,
+            "n_seeds": self.seeds.value,
+            "depth": self.depth.value,
+            "activation": self.activation.value,
         }
 
-    def compare_refresh(self):
-        """Train and redraw for the current settings, or say why that is not possible."""
-        settings = self.compare_settings()
-        if settings == self._compare_last:
-            return
-        self._compare_last = settings
-        self.compare_renders += 1
-        try:
-            result = compare_run(**settings, device=self.compare_device)
-        except (ValueError, TypeError) as err:
-            self.compare_message.value = error_html(err)
-            self.compare_image.layout.display = "none"
-            self.compare_table.value = ""
-            return
-        summary = compare_summary(result)
-        self.compare_image.value = figure_png(compare_figure(result))
-        self.compare_image.layout.display = None
-        self.compare_table.value = compare_html(summary)
-        self.compare_message.value = (
+    def render(self, settings):
+        result = compare_run(**settings, device=self.device)
+        self.image.value = figure_png(compare_figure(result))
+        self.table.value = compare_html(compare_summary(result))
+        return (
             f"{len(result)} models trained: plain and BN, seeds 0-{settings['n_seeds'] - 1}, "
             f"lr {settings['lr']:.3g}. Thick line: mean over seeds; band: min to max."
         )
@@ -686,12 +691,11 @@ def lrsweep_summary(result, metric):
     return out
 
 
-class LrSweepExplorer(widgets.VBox):
+class LrSweepExplorer(SettingsExplorer):
     """Final validation accuracy and loss against learning rate, plain vs BN, over seeds.
 
-    Controls: ``lrsweep_range`` (powers of 10), ``lrsweep_points``, ``lrsweep_epochs``,
-    ``lrsweep_seeds``, ``lrsweep_depth``. Output: ``lrsweep_message``, ``lrsweep_acc`` and
-    ``lrsweep_loss`` (PNG images). ``lrsweep_renders`` counts recomputations.
+    Controls: ``lr_range`` (powers of 10), ``points``, ``epochs``, ``seeds``, ``depth``.
+    Outputs: ``acc_image`` and ``loss_image`` (PNG).
     """
 
     def __init__(
@@ -706,7 +710,7 @@ class LrSweepExplorer(widgets.VBox):
         device=None,
     ):
         style = {"description_width": "110px"}
-        self.lrsweep_range = widgets.FloatRangeSlider(
+        self.lr_range = widgets.FloatRangeSlider(
             value=(low_exp, high_exp),
             min=-4,
             max=0.5,
@@ -715,7 +719,7 @@ class LrSweepExplorer(widgets.VBox):
             continuous_update=False,
             style=style,
         )
-        self.lrsweep_points = widgets.IntSlider(
+        self.points = widgets.IntSlider(
             value=points,
             min=2,
             max=12,
@@ -723,13 +727,13 @@ class LrSweepExplorer(widgets.VBox):
             continuous_update=False,
             style=style,
         )
-        self.lrsweep_epochs = widgets.IntSlider(
+        self.epochs = widgets.IntSlider(
             value=epochs, min=1, max=40, description="epochs", continuous_update=False, style=style
         )
-        self.lrsweep_seeds = widgets.IntSlider(
+        self.seeds = widgets.IntSlider(
             value=n_seeds, min=1, max=10, description="seeds", continuous_update=False, style=style
         )
-        self.lrsweep_depth = widgets.IntSlider(
+        self.depth = widgets.IntSlider(
             value=depth,
             min=1,
             max=8,
@@ -737,66 +741,34 @@ class LrSweepExplorer(widgets.VBox):
             continuous_update=False,
             style=style,
         )
-        self.lrsweep_message = widgets.HTML()
-        self.lrsweep_acc = widgets.Image(format="png")
-        self.lrsweep_loss = widgets.Image(format="png")
-        self.lrsweep_device = device
-        self.lrsweep_renders = 0
-        self._lrsweep_last = None
-        controls = [
-            self.lrsweep_range,
-            self.lrsweep_points,
-            self.lrsweep_epochs,
-            self.lrsweep_seeds,
-            self.lrsweep_depth,
-        ]
-        self._lrsweep_plots = widgets.HBox([self.lrsweep_acc, self.lrsweep_loss])
-        super().__init__(
-            children=[
-                widgets.HBox(controls[:3]),
-                widgets.HBox(controls[3:]),
-                self.lrsweep_message,
-                self._lrsweep_plots,
-            ]
-        )
-        self._lrsweep_debouncer = Debouncer(self.lrsweep_refresh, delay=debounce)
-        for w in controls:
-            w.observe(lambda _change: self._lrsweep_debouncer.trigger(), names="value")
-        self.lrsweep_refresh()
+        self.acc_image = widgets.Image(format="png")
+        self.loss_image = widgets.Image(format="png")
+        self.device = device
+        controls = [self.lr_range, self.points, self.epochs, self.seeds, self.depth]
+        super().__init__(controls, [widgets.HBox([self.acc_image, self.loss_image])], debounce)
 
-    def lrsweep_refresh(self):
-        """Train the grid for the current settings and redraw, or say why not."""
-        settings = (
-            self.lrsweep_range.value,
-            self.lrsweep_points.value,
-            self.lrsweep_epochs.value,
-            self.lrsweep_seeds.value,
-            self.lrsweep_depth.value,
+    def settings(self):
+        return (
+            self.lr_range.value,
+            self.points.value,
+            self.epochs.value,
+            self.seeds.value,
+            self.depth.value,
         )
-        if settings == self._lrsweep_last:
-            return
-        self._lrsweep_last = settings
-        self.lrsweep_renders += 1
+
+    def render(self, settings):
         (low, high), points, epochs, n_seeds, depth = settings
-        try:
-            lrs = lrsweep_lrs(low, high, points)
-            result = sweep.run(
-                seeds=list(range(n_seeds)),
-                lrs=lrs,
-                epochs=epochs,
-                models=compare_models(depth),
-                device=self.lrsweep_device,
-            )
-        except (ValueError, TypeError) as err:
-            self.lrsweep_message.value = error_html(err)
-            self._lrsweep_plots.layout.display = "none"
-            return
-        for image, metric in ((self.lrsweep_acc, "val_acc"), (self.lrsweep_loss, "val_loss")):
-            fig = plot_final_by_lr(lrsweep_summary(result, metric), metric=metric)
-            image.value = figure_png(fig)
-        self._lrsweep_plots.layout.display = None
+        result = sweep.run(
+            seeds=list(range(n_seeds)),
+            lrs=lrsweep_lrs(low, high, points),
+            epochs=epochs,
+            models=compare_models(depth),
+            device=self.device,
+        )
+        for image, metric in ((self.acc_image, "val_acc"), (self.loss_image, "val_loss")):
+            image.value = figure_png(plot_final_by_lr(lrsweep_summary(result, metric), metric))
         n_div = sum(d is not None for d in result.diverged_at)
-        self.lrsweep_message.value = (
+        return (
             f"{len(result)} models: {points} learning rates x {n_seeds} seeds x 2 models, "
             f"{epochs} epochs, {depth} hidden layers; {n_div} diverged. Dots: seeds; line: mean."
         )

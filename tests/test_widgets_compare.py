@@ -86,24 +86,21 @@ def test_compare_run_explains_impossible_settings(kwargs, match):
 
 def test_compare_explorer_redraws_once_per_change():
     e = CompareExplorer(**SMALL)
-    assert e.compare_renders == 1 and e.compare_image.value and "<table" in e.compare_table.value
-    before = e.compare_image.value
-    e.compare_lr.value = 0.3
-    assert e.compare_renders == 2 and e.compare_image.value != before
-    e.compare_refresh()  # same settings: nothing recomputed
-    assert e.compare_renders == 2
+    assert e.renders == 1 and e.image.value and "<table" in e.table.value
+    before = e.image.value
+    e.lr.value = 0.3
+    assert e.renders == 2 and e.image.value != before
+    e.refresh()  # same settings: nothing recomputed
+    assert e.renders == 2
 
 
 def test_compare_explorer_shows_impossible_settings_inside_the_widget():
     e = CompareExplorer(**SMALL)
-    e.compare_batch_size.value = 1
-    assert (
-        "Not possible" in e.compare_message.value
-        and "at least 2 samples" in e.compare_message.value
-    )
-    assert e.compare_image.layout.display == "none" and e.compare_table.value == ""
-    e.compare_batch_size.value = 32
-    assert e.compare_image.layout.display is None and "models trained" in e.compare_message.value
+    e.batch_size.value = 1
+    assert "Not possible" in e.message.value and "at least 2 samples" in e.message.value
+    assert e.outputs.layout.display == "none"
+    e.batch_size.value = 32
+    assert e.outputs.layout.display is None and "models trained" in e.message.value
 
 
 def test_lrsweep_lrs_are_log_spaced():
@@ -115,9 +112,9 @@ def test_lrsweep_lrs_are_log_spaced():
 
 def test_lrsweep_explorer_redraws_and_reports_bad_range():
     e = LrSweepExplorer(points=2, epochs=2, n_seeds=1, debounce=0)
-    assert e.lrsweep_renders == 1 and e.lrsweep_acc.value and e.lrsweep_loss.value
-    before = e.lrsweep_acc.value
-    e.lrsweep_epochs.value = 3
-    assert e.lrsweep_renders == 2 and e.lrsweep_acc.value != before
-    e.lrsweep_range.value = (-1.0, -1.0)
-    assert "Not possible" in e.lrsweep_message.value
+    assert e.renders == 1 and e.acc_image.value and e.loss_image.value
+    before = e.acc_image.value
+    e.epochs.value = 3
+    assert e.renders == 2 and e.acc_image.value != before
+    e.lr_range.value = (-1.0, -1.0)
+    assert "Not possible" in e.message.value
