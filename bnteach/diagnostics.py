@@ -1,0 +1,462 @@
+"""Measuring instruments for "why does BatchNorm help?" (notebook 06).
+
+Each piece measures one thing:
+
+- :func:`load_digits_data`: scikit-learn's 8x8 digits (ships with it, no download), 10 classes.
+- :class:`LayerRecorder`: forward/backward hooks that record per-layer statistics of one pass
+  (pre-activation and activation mean/std, saturated or dead units, gradient sizes).
+- :func:`weight_snapshot` and :func:`update_to_data`: how large an optimizer step was,
+  relative to the weights it changed.
+- :class:`NoiseInjection`: Santurkar et al.'s "noisy BatchNorm" ingredient, random shift and
+  scale noise that changes every step.
+- :func:`covariate_shift`: Santurkar et al.'s gradient-based measure of internal covariate shift.
+- :func:`gradient_step_probe`: loss range, gradient predictiveness and "effective
+  beta-smoothness" along the gradient direction.
+- :func:`bn_scale_response`: BN's invariance to the scale of the weights in front of it.
+
+Probes work on a copy of the model: the model you pass in (its parameters, gradients, running
+statistics and mode) is left exactly as it was. Shapes: N = batch size, C = features.
+"""
+
+import copy
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "load_digits_data",
+    "linear_layers",
+    "LayerRecorder",
+    "weight_snapshot",
+    "update_to_data",
+    "NoiseInjection",
+    "covariate_shift",
+    "gradient_step_probe",
+    "bn_scale_response",
+]
+
+# An activation counts as saturated where its slope is below this fraction of its largest slope:
+# almost no gradient passes through it there.
+SATURATION_SLOPE = 0.1
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+def load_digits_data(seed=0, test_size=0.25):
+    """scikit-learn's digits as tensors ``X_train, X_val, y_train, y_val``.
+
+    1797 images of 8x8 pixels, flattened to 64 features; 10 classes (the digits 0-9).
+    ``X_*``: ``(N, 64)`` float32, standardized with the training split's mean and standard
+    deviation (pixels that are constant in training are only centred). ``y_*``: ``(N,)`` int64
+    class labels, the targets ``nn.CrossEntropyLoss`` expects. Split stratified by class with
+    ``random_state=seed``; ``test_size=0.25`` gives 1347 / 450 samples.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+    X, y = load_digits(return_X_y=True)
+    X_train, X_val, y_train, y_val = train_test_split(
+        X, y, test_size=test_size, random_state=seed, stratify=y
+    )
+    X_train, X_val = (torch.tensor(a, dtype=torch.float32) for a in (X_train, X_val))
+    mean, std = X_train.mean(0), X_train.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    y_train, y_val = (torch.tensor(a, dtype=torch.int64) for a in (y_train, y_val))
+    return (X_train - mean) / std, (X_val - mean) / std, y_train, y_val
+
+
+# ------------------------------------------------------------------------ layer statistics
+
+
+def linear_layers(model):
+    """The ``nn.Linear`` modules of ``model``, in the order ``model.modules()`` lists them."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def _saturation(module, out):
+    """("saturated" or "dead", fraction) for an activation's output ``out`` (N, C), or None."""
+    if isinstance(module, nn.Sigmoid):  # slope out * (1 - out), at most 1/4
+        return "saturated", (out * (1 - out) < SATURATION_SLOPE * 0.25).float().mean().item()
+    if isinstance(module, nn.Tanh):  # slope 1 - out**2, at most 1
+        return "saturated", (1 - out * out < SATURATION_SLOPE).float().mean().item()
+    if isinstance(module, nn.ReLU):  # a unit is dead if it is 0 for every sample of the batch
+        return "dead", (out == 0).all(0).float().mean().item()
+    return None
+
+
+ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.GELU)
+
+
+class LayerRecorder:
+    """Hooks that record per-layer statistics of the forward and backward passes.
+
+    Layer ``k`` (1-based) is the ``k``-th ``nn.Linear`` of ``model`` together with the
+    ``k``-th activation module (Sigmoid, Tanh, ReLU or GELU); the output layer has no
+    activation. For the most recent pass, ``table()`` gives one dict per layer with:
+
+    - ``pre_mean``, ``pre_std``: the Linear's output ``(N, out)`` (for BN nets: before BN);
+    - ``act_mean``, ``act_std``: the activation's output;
+    - ``saturated`` (Sigmoid, Tanh): fraction of values where the activation's slope is below
+      10% of its maximum, or ``dead`` (ReLU): fraction of units that are 0 for the whole batch;
+    - after ``backward()``: ``grad_std`` of d loss / d (Linear output), and ``weight_grad_norm``,
+      the norm of d loss / d weight (equal to ``weight.grad`` for this pass);
+    - ``weight_norm``: the Linear's weight norm.
+
+    Use it as a context manager, or call ``close()`` to remove every hook::
+
+        with LayerRecorder(model) as rec:
+            loss_fn(model(x), y).backward()
+        rows = rec.table()
+    """
+
+    def __init__(self, model):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"LayerRecorder needs an nn.Module, got {type(model).__name__}.")
+        self.linears = linear_layers(model)
+        if not self.linears:
+            raise ValueError("LayerRecorder found no nn.Linear layer in this model to record.")
+        self.activations = [m for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
+        self.records = {}
+        self._inputs = {}
+        self._handles = []
+        for k, linear in enumerate(self.linears, start=1):
+            self._handles.append(linear.register_forward_hook(self._linear_hook(k)))
+        for k, act in enumerate(self.activations, start=1):
+            self._handles.append(act.register_forward_hook(self._activation_hook(k)))
+
+    def _row(self, k):
+        return self.records.setdefault(k, {"layer": k})
+
+    def _linear_hook(self, k):
+        def hook(module, inputs, output):
+            with torch.no_grad():
+                x = inputs[0].detach()
+                row = self._row(k)
+                row["pre_mean"] = output.mean().item()
+                row["pre_std"] = output.std().item()
+                row["weight_norm"] = module.weight.norm().item()
+            if output.requires_grad:
+
+                def grad_hook(grad):
+                    with torch.no_grad():
+                        row["grad_std"] = grad.std().item()
+                        weight_grad = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(
+                            -1, x.shape[-1]
+                        )
+                        row["weight_grad_norm"] = weight_grad.norm().item()
+
+                output.register_hook(grad_hook)
+
+        return hook
+
+    def _activation_hook(self, k):
+        def hook(module, inputs, output):
+            with torch.no_grad():
+                out = output.detach()
+                row = self._row(k)
+                row["act_mean"] = out.mean().item()
+                row["act_std"] = out.std().item()
+                sat = _saturation(module, out.reshape(-1, out.shape[-1]))
+                if sat is not None:
+                    row[sat[0]] = sat[1]
+
+        return hook
+
+    def table(self):
+        """One dict per layer (``layer`` 1, 2, ...) with the statistics of the last pass."""
+        if not self.records:
+            raise RuntimeError(
+                "Nothing recorded yet: run a forward pass (and backward, for gradient "
+                "statistics) while the recorder is open."
+            )
+        return [dict(self.records[k]) for k in sorted(self.records)]
+
+    def column(self, key):
+        """``[value of key for layer 1, 2, ...]``; ``None`` where a layer lacks it."""
+        return [row.get(key) for row in self.table()]
+
+    @property
+    def closed(self):
+        return not self._handles
+
+    def close(self):
+        """Remove every hook; the records stay readable."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        state = "closed" if self.closed else "recording"
+        return (
+            f"LayerRecorder({len(self.linears)} Linear layers, "
+            f"{len(self.activations)} activations, {state})"
+        )
+
+
+def weight_snapshot(model):
+    """Detached copies of every ``nn.Linear`` weight of ``model``, for :func:`update_to_data`."""
+    return [m.weight.detach().clone() for m in linear_layers(model)]
+
+
+def update_to_data(before, model):
+    """Per Linear layer, ``||W_now - W_before|| / ||W_before||``: the step's relative size.
+
+    ``before``: :func:`weight_snapshot` taken before the optimizer step. For plain SGD the
+    numerator is ``||lr * grad||``. A common rule of thumb puts healthy values near 1e-3.
+    """
+    now = weight_snapshot(model)
+    if len(now) != len(before) or any(a.shape != b.shape for a, b in zip(now, before)):
+        raise ValueError(
+            "before does not match this model's Linear layers: take it with "
+            "weight_snapshot(model) on the same model."
+        )
+    return [((a - b).norm() / b.norm()).item() for a, b in zip(now, before)]
+
+
+# ------------------------------------------------------------------------------ noisy BN
+
+
+class NoiseInjection(nn.Module):
+    """Random per-unit scale and shift, resampled every step: ``y = s * x + m``.
+
+    The "noisy BatchNorm" of Santurkar et al. (2018) puts such a layer right after each BN
+    layer so that the distribution the next layer sees keeps moving. In training mode, at each
+    forward call and for each unit (feature) ``j``:
+
+    - a step-wide shift ``mu_j ~ Uniform(-shift, shift)`` and scale ``sigma_j ~
+      Uniform(1 - scale, 1 + scale)`` (non-zero mean, non-unit variance, new every step);
+    - per sample ``b``: ``m[b, j] ~ Normal(mu_j, jitter**2)`` and
+      ``s[b, j] ~ Normal(sigma_j, jitter**2)``.
+
+    x: ``(N, C)``; returns ``(N, C)``. In eval mode it is the identity. The last noise drawn is
+    kept in ``last_scale`` and ``last_shift`` (``(N, C)`` each) so you can inspect it.
+    """
+
+    def __init__(self, num_features, shift=0.5, scale=0.5, jitter=0.1):
+        super().__init__()
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}.")
+        for name, value in (("shift", shift), ("jitter", jitter)):
+            if not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+        if not isinstance(scale, numbers.Real) or not 0 <= scale < 1:
+            raise ValueError(
+                f"scale must be in [0, 1): the step's scale is drawn from "
+                f"Uniform(1 - scale, 1 + scale) and must stay positive, got {scale!r}."
+            )
+        self.num_features = num_features
+        self.shift, self.scale, self.jitter = float(shift), float(scale), float(jitter)
+        self.last_scale = self.last_shift = None
+
+    def forward(self, x):
+        """x: (N, C) -> (N, C)."""
+        if x.dim() != 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"NoiseInjection({self.num_features}) expects input of shape "
+                f"(N, {self.num_features}), got {tuple(x.shape)}."
+            )
+        if not self.training:
+            return x
+        C = self.num_features
+        kw = {"device": x.device, "dtype": x.dtype}
+        mu = (torch.rand(C, **kw) * 2 - 1) * self.shift
+        sigma = 1 + (torch.rand(C, **kw) * 2 - 1) * self.scale
+        m = mu + self.jitter * torch.randn(x.shape, **kw)
+        s = sigma + self.jitter * torch.randn(x.shape, **kw)
+        self.last_scale, self.last_shift = s, m
+        return s * x + m
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, shift=±{self.shift:g}, scale=1±{self.scale:g}, "
+            f"jitter={self.jitter:g}"
+        )
+
+
+# ------------------------------------------------------------------------------- probes
+
+
+def _check_batch(model, x, y):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("x and y must be tensors (one batch of inputs and targets).")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}: they must match.")
+
+
+def _grads(model, loss_fn, x, y, params):
+    """Loss and the gradients of ``params`` (fresh tensors; .grad is not touched)."""
+    loss = loss_fn(model(x), y)
+    return loss.detach(), torch.autograd.grad(loss, params)
+
+
+def _training_copy(model):
+    copied = copy.deepcopy(model)
+    copied.train()
+    for p in copied.parameters():
+        p.grad = None
+    return copied
+
+
+def covariate_shift(model, loss_fn, x, y, lr):
+    """Santurkar et al.'s internal covariate shift of every Linear layer but the first.
+
+    For layer ``k``: ``G`` = d loss / d ``W_k`` on the batch ``(x, y)``; then every parameter
+    registered before ``W_k`` (the layers below it, with their BN parameters) takes one SGD
+    step ``p -= lr * grad``, and ``G'`` = d loss / d ``W_k`` on the same batch again. The shift
+    is how much layer ``k``'s gradient changed because the layers below it moved.
+
+    Runs in training mode on a copy of ``model``. Returns one dict per layer ``k >= 2``:
+    ``{"layer": k, "l2": ||G - G'||, "relative": ||G - G'|| / ||G||, "cos": cos(G, G')}``.
+    ``lr=0`` gives zero shift.
+    """
+    _check_batch(model, x, y)
+    if not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}.")
+    probe = _training_copy(model)
+    names = [n for n, p in probe.named_parameters() if p.requires_grad]
+    params = dict(probe.named_parameters())
+    weights = {id(m.weight): k for k, m in enumerate(linear_layers(probe), start=1)}
+    if len(weights) < 2:
+        raise ValueError("covariate_shift needs a model with at least two nn.Linear layers.")
+    state = copy.deepcopy(probe.state_dict())
+    _, grads = _grads(probe, loss_fn, x, y, [params[n] for n in names])
+    grads = dict(zip(names, grads))
+    rows = []
+    for i, name in enumerate(names):
+        k = weights.get(id(params[name]))
+        if k is None or k == 1:
+            continue
+        probe.load_state_dict(state)
+        with torch.no_grad():
+            for lower in names[:i]:
+                params[lower] -= lr * grads[lower]
+        _, (g_after,) = _grads(probe, loss_fn, x, y, [params[name]])
+        g = grads[name]
+        diff = (g - g_after).norm().item()
+        rows.append(
+            {
+                "layer": k,
+                "l2": diff,
+                "relative": diff / max(g.norm().item(), 1e-30),
+                "cos": F.cosine_similarity(g.flatten(), g_after.flatten(), dim=0).item(),
+            }
+        )
+    return rows
+
+
+def gradient_step_probe(model, loss_fn, x, y, step_sizes):
+    """How the loss and the gradient change along one gradient step, for several step sizes.
+
+    With ``g`` the gradient of all trainable parameters (flattened) at the current point ``w``
+    on the batch ``(x, y)``, for each step size ``eta``: the loss and gradient at
+    ``w - eta * g``. Returns a dict:
+
+    - ``losses``: loss at each step (list, one per step size), ``loss0``: loss at ``w``;
+    - ``loss_range``: max - min of the loss over ``w`` and all the steps;
+    - ``grad_change``: max over steps of ``||g(w) - g(w - eta g)||`` ("gradient
+      predictiveness": small means the gradient stays a good guide);
+    - ``beta``: max over steps of ``||g(w) - g(w - eta g)|| / ||eta g||`` ("effective
+      beta-smoothness"; for a quadratic it is at most the largest Hessian eigenvalue);
+    - ``grad_norm``: ``||g||``.
+
+    Runs in training mode on a copy of ``model``; the model itself is untouched.
+    """
+    _check_batch(model, x, y)
+    if isinstance(step_sizes, numbers.Real):
+        step_sizes = [step_sizes]
+    step_sizes = [float(s) for s in step_sizes]
+    if not step_sizes or any(not 0 < s < math.inf for s in step_sizes):
+        raise ValueError(f"step_sizes must be positive finite numbers, got {step_sizes!r}.")
+    probe = _training_copy(model)
+    params = [p for p in probe.parameters() if p.requires_grad]
+    state = copy.deepcopy(probe.state_dict())
+    loss0, g = _grads(probe, loss_fn, x, y, params)
+    g_flat = torch.cat([t.flatten() for t in g])
+    losses, changes, betas = [], [], []
+    for eta in step_sizes:
+        probe.load_state_dict(state)
+        with torch.no_grad():
+            for p, gp in zip(params, g):
+                p -= eta * gp
+        loss, g_new = _grads(probe, loss_fn, x, y, params)
+        change = (torch.cat([t.flatten() for t in g_new]) - g_flat).norm().item()
+        losses.append(loss.item())
+        changes.append(change)
+        betas.append(change / max(eta * g_flat.norm().item(), 1e-30))
+    every = [loss0.item(), *losses]
+    return {
+        "step_sizes": step_sizes,
+        "loss0": loss0.item(),
+        "losses": losses,
+        "loss_range": max(every) - min(every),
+        "grad_change": max(changes),
+        "beta": max(betas),
+        "grad_norm": g_flat.norm().item(),
+    }
+
+
+def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
+    """BN after a Linear layer whose weight is scaled by ``a``: output and gradient, per ``a``.
+
+    weight: ``(C, D)``; x: ``(N, D)``; scales: positive numbers. For each ``a`` this computes
+    ``z = BN(x (a W)^T)`` (batch statistics, no affine part, ``eps`` inside the square root)
+    (written out: ``F.batch_norm`` refuses ``eps=0`` in training mode) and ``G``, the gradient
+    of the fixed random loss ``sum(z * R)`` with respect to the weight
+    actually used, ``a W``. Returns one dict per ``a``:
+    ``{"a", "output_change": max |z(a) - z(1)|, "grad_ratio": ||G(a)|| / ||G(1)||,
+    "grad_cos_weight": cos(G(a), W)}``. With ``eps=0``: ``output_change`` is 0 and
+    ``grad_ratio`` is ``1 / a`` (up to rounding), and ``G`` is orthogonal to ``W``.
+    Use float64 to see the exact invariance.
+    """
+    if weight.dim() != 2 or x.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"weight must be (C, D) and x (N, D) with the same D, got weight "
+            f"{tuple(weight.shape)} and x {tuple(x.shape)}."
+        )
+    if x.shape[0] < 2:
+        raise ValueError("x needs at least 2 samples: BN's batch statistics need a spread.")
+    scales = [float(a) for a in scales]
+    if not scales or any(not 0 < a < math.inf for a in scales):
+        raise ValueError(f"scales must be positive finite numbers, got {scales!r}.")
+    g = torch.Generator().manual_seed(seed)
+    R = torch.randn(x.shape[0], weight.shape[0], generator=g, dtype=x.dtype).to(x.device)
+
+    def run(a):
+        w = (a * weight.detach()).requires_grad_()
+        h = x @ w.T  # (N, C)
+        mean = h.mean(0)
+        var = ((h - mean) ** 2).mean(0)  # biased, as BN in training mode
+        z = (h - mean) / torch.sqrt(var + eps)
+        (grad,) = torch.autograd.grad((z * R).sum(), w)
+        return z.detach(), grad
+
+    z1, g1 = run(1.0)
+    rows = []
+    for a in scales:
+        z, grad = run(a)
+        rows.append(
+            {
+                "a": a,
+                "output_change": (z - z1).abs().max().item(),
+                "grad_ratio": (grad.norm() / g1.norm()).item(),
+                "grad_cos_weight": F.cosine_similarity(
+                    grad.flatten(), weight.flatten(), dim=0
+                ).item(),
+            }
+        )
+    return rows
