@@ -1,0 +1,778 @@
+"""bnteach.exercises: every check accepts the reference solution, rejects each usual mistake
+with its own message, says "not attempted" for placeholders, and never raises.
+
+Runs are short (few epochs): the checks judge claims against the learner's own numbers, so
+the reference answers below are computed from the runs, as a learner would."""
+
+import copy
+import functools
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnteach import exercises, sweep
+from bnteach.batchnorm import freeze
+from bnteach.data import load_data
+from bnteach.exercises import (
+    check_activation,
+    check_batch_norm,
+    check_batch_size,
+    check_bias,
+    check_depth,
+    check_fold,
+    check_freeze,
+    check_layer_norm,
+    check_learning_rate,
+    check_norm_variants,
+    check_placement,
+    check_scale_invariance,
+)
+from bnteach.models import MLP, count_parameters
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_for_module_fixtures():
+    """Module-scoped runs start before conftest's per-test fixture: one thread for them too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def correct(fb):
+    assert fb.status == "correct", fb.message
+    return fb
+
+
+def wrong(fb, *phrases):
+    assert fb.status == "wrong", fb
+    for phrase in phrases:
+        assert phrase in fb.message, fb.message
+    return fb
+
+
+def not_attempted(fb):
+    assert fb.status == "not attempted", fb
+    assert "not attempted yet" in str(fb).lower()
+    return fb
+
+
+def mean_acc(result, model, lr=None, metric="val_acc"):
+    return statistics.mean(getattr(h, metric)[-1] for h in result.histories(model=model, lr=lr))
+
+
+def winner(result, a, b):
+    pairs = [
+        (ha.val_acc[-1], hb.val_acc[-1])
+        for ha, hb in zip(result.histories(model=a), result.histories(model=b))
+    ]
+    if all(x > y for x, y in pairs):
+        return a
+    if all(y > x for x, y in pairs):
+        return b
+    return "no clear winner"
+
+
+def other(value, options):
+    return next(o for o in options if o != value)
+
+
+# ------------------------------------------------------------------------------ feedback
+
+
+def test_feedback_object_reads_well_and_checks_print(capsys):
+    fb = check_learning_rate(None, None, None)
+    out = capsys.readouterr().out
+    assert "Exercise 1" in out and "Not attempted yet" in out
+    assert "`lr_result`, `final_acc`, `copes` are still None" in fb.message
+    assert not fb.correct and not fb.attempted
+    assert "<div" in fb._repr_html_() and "<code>lr_result</code>" in fb._repr_html_()
+    assert repr(fb) == str(fb)
+    check_learning_rate(None, None, None, show=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_records_the_latest_feedback():
+    exercises.reset()
+    assert "0 of 12" in repr(exercises.progress())
+    check_fold(None, show=False)
+    p = exercises.progress()
+    assert p.status("10a") == "not attempted" and p.status("1") == "not checked"
+    assert not p.all_correct and "<table>" in p._repr_html_()
+
+
+def test_a_check_never_raises_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fb = check_depth({"plain": {}, "BN": {}}, object(), "x", 3, show=False)
+    assert fb.status == "wrong"
+    check_fold(lambda m: 1 / 0, show=False)
+    check_scale_invariance(lambda m, a: m, None, None, None, show=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------ 1
+
+
+@pytest.fixture(scope="module")
+def lr_result():
+    return sweep.run(seeds=SEEDS, lrs=[0.01, 0.1, 1.0], epochs=3)
+
+
+def lr_answer(result):
+    acc = {(m, lr): mean_acc(result, m, lr) for m in ("plain", "BN") for lr in result.lrs}
+    return acc, "BN" if acc["BN", 1.0] > acc["plain", 1.0] else "plain"
+
+
+def test_learning_rate(lr_result):
+    acc, copes = lr_answer(lr_result)
+    correct(check_learning_rate(lr_result, acc, copes, show=False))
+    not_attempted(check_learning_rate(lr_result, None, None, show=False))
+    wrong(
+        check_learning_rate(lr_result, acc, other(copes, ["plain", "BN"]), show=False),
+        "Your own numbers say otherwise",
+    )
+    wrong(check_learning_rate(lr_result, acc, "bn", show=False), "should be one of")
+    for metric, phrase in (("val_loss", "validation losses"), ("train_loss", "training losses")):
+        table = {k: mean_acc(lr_result, k[0], k[1], metric) for k in acc}
+        wrong(check_learning_rate(lr_result, table, copes, show=False), phrase)
+    best = {
+        (m, lr): statistics.mean(max(h.val_acc) for h in lr_result.histories(model=m, lr=lr))
+        for m, lr in acc
+    }
+    wrong(check_learning_rate(lr_result, best, copes, show=False), "best accuracies")
+    first = {(m, lr): lr_result.histories(model=m, lr=lr)[0].val_acc[-1] for m, lr in acc}
+    wrong(check_learning_rate(lr_result, first, copes, show=False), "first seed only")
+    wrong(check_learning_rate(lr_result, {"BN": 0.9}, copes, show=False), "right keys")
+    one_seed = sweep.run(seeds=[0], lrs=[0.01, 0.1, 1.0], epochs=1)
+    wrong(check_learning_rate(one_seed, acc, copes, show=False), "prove nothing")
+    no_big = sweep.run(seeds=SEEDS, lrs=[0.01, 0.1], epochs=1)
+    wrong(check_learning_rate(no_big, acc, copes, show=False), "lacks the learning rate")
+
+
+# ------------------------------------------------------------------------------ 2
+
+DEEP = {"plain": {"hidden_sizes": (16,) * 6}, "BN": {"hidden_sizes": (16,) * 6, "norm": "batch"}}
+
+
+@pytest.fixture(scope="module")
+def deep_result():
+    return sweep.run(seeds=SEEDS, lrs=[0.1], epochs=2, models=DEEP)
+
+
+def test_depth(deep_result):
+    gap = mean_acc(deep_result, "BN") - mean_acc(deep_result, "plain")
+    shallow = sweep.run(seeds=SEEDS, lrs=[0.1], epochs=2)
+    grows = gap > mean_acc(shallow, "BN") - mean_acc(shallow, "plain")
+    correct(check_depth(DEEP, deep_result, gap, grows, show=False))
+    not_attempted(check_depth(DEEP, None, None, None, show=False))
+    wrong(check_depth(DEEP, deep_result, gap, not grows, show=False), "2-layer nets give")
+    if abs(gap) > 0.01:
+        wrong(check_depth(DEEP, deep_result, -gap, grows, show=False), "wrong sign")
+    wrong(check_depth(DEEP, deep_result, gap + 0.05, grows, show=False), "`deep_gap` is")
+    two = {k: {**v, "hidden_sizes": (16, 16)} for k, v in DEEP.items()}
+    wrong(check_depth(two, deep_result, gap, grows, show=False), "has 2 hidden layer")
+    six = {k: {**v, "hidden_sizes": 6} for k, v in DEEP.items()}
+    wrong(check_depth(six, deep_result, gap, grows, show=False), "has 1 hidden layer")
+    both = {"plain": DEEP["BN"], "BN": DEEP["BN"]}
+    wrong(check_depth(both, deep_result, gap, grows, show=False), "norm='none'")
+    wider = {"plain": {"hidden_sizes": (32,) * 6}, "BN": DEEP["BN"]}
+    wrong(check_depth(wider, deep_result, gap, grows, show=False), "differ only in `norm`")
+    deep64 = {k: {**v, "hidden_sizes": (64,) * 6} for k, v in DEEP.items()}
+    wrong(check_depth(deep64, deep_result, gap, grows, show=False), "was trained as")
+
+
+# ------------------------------------------------------------------------------ 3
+
+ACT = {
+    f"{a}-{k}": {"activation": a, "norm": n, "hidden_sizes": (16, 8)}
+    for a in ("relu", "tanh", "sigmoid")
+    for k, n in (("plain", "none"), ("BN", "batch"))
+}
+
+
+def test_activation():
+    result = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, models=ACT)
+    gaps = {
+        a: mean_acc(result, f"{a}-BN") - mean_acc(result, f"{a}-plain")
+        for a in ("relu", "tanh", "sigmoid")
+    }
+    best = max(gaps, key=gaps.get)
+    correct(check_activation(result, gaps, best, show=False))
+    not_attempted(check_activation(result, gaps, None, show=False))
+    wrong(check_activation(result, gaps, other(best, list(gaps)), show=False), "the largest is")
+    wrong(
+        check_activation(result, {a: -g for a, g in gaps.items()}, best, show=False), "wrong sign"
+    )
+    mixed = {**ACT, "sigmoid-BN": {**ACT["sigmoid-BN"], "activation": "relu"}}
+    bad = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=1, models=mixed)
+    wrong(check_activation(bad, gaps, best, show=False), "'sigmoid-BN' was trained with")
+    renamed = {k.replace("-", "_"): v for k, v in ACT.items()}
+    bad = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=1, models=renamed)
+    wrong(check_activation(bad, gaps, best, show=False), "should hold the models")
+
+
+# ------------------------------------------------------------------------------ 4
+
+
+@pytest.fixture(scope="module")
+def batch_results():
+    return {
+        bs: sweep.run(seeds=SEEDS, lrs=[0.01], epochs=1, batch_size=bs) for bs in (2, 4, 64, 256)
+    }
+
+
+def test_batch_size(batch_results):
+    diff = {bs: mean_acc(r, "BN") - mean_acc(r, "plain") for bs, r in batch_results.items()}
+    worst = min(diff, key=diff.get)
+    correct(check_batch_size(batch_results, diff, worst, show=False))
+    not_attempted(check_batch_size(batch_results, None, None, show=False))
+    wrong(
+        check_batch_size(batch_results, diff, other(worst, list(diff)), show=False),
+        "the lowest is at",
+    )
+    wrong(check_batch_size(batch_results, diff, 3, show=False), "should be one of your")
+    wrong(
+        check_batch_size(batch_results, {b: -d for b, d in diff.items()}, worst, show=False),
+        "wrong sign",
+    )
+    swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
+    wrong(
+        check_batch_size(swapped, diff, worst, show=False),
+        "`batch_results[4]` was not trained with batch_size=4",
+        "matches batch_size=64",
+    )
+    fewer = {b: r for b, r in batch_results.items() if b != 2}
+    wrong(check_batch_size(fewer, diff, worst, show=False), "lacks the batch size(s) [2]")
+    longer = {**batch_results, 256: sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, batch_size=256)}
+    wrong(check_batch_size(longer, diff, worst, show=False), "compare like with like")
+
+
+# ------------------------------------------------------------------------------ 5
+
+PLACEMENT = {"before": {"norm": "batch"}, "after": {"norm": "batch", "placement": "after"}}
+
+
+def test_placement():
+    result = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, models=PLACEMENT)
+    verdict = winner(result, "before", "after")
+    correct(check_placement(PLACEMENT, result, verdict, show=False))
+    not_attempted(check_placement(None, None, None, show=False))
+    for wrong_verdict in {"before", "after", "no clear winner"} - {verdict}:
+        wrong(check_placement(PLACEMENT, result, wrong_verdict, show=False), "disagree")
+    no_norm = {"before": {}, "after": {"placement": "after"}}
+    wrong(check_placement(no_norm, result, verdict, show=False), "changes nothing")
+    deeper = {**PLACEMENT, "after": {**PLACEMENT["after"], "hidden_sizes": (64,)}}
+    wrong(check_placement(deeper, result, verdict, show=False), "only `placement`")
+
+
+# ------------------------------------------------------------------------------ 6
+
+BIAS = {"bias": {"norm": "batch"}, "no_bias": {"norm": "batch", "bias": False}}
+
+
+def bias_model(training):
+    X, _, y, _ = load_data()
+    torch.manual_seed(0)
+    model = MLP(20, (128, 64), norm="batch").train(training)
+    F.binary_cross_entropy_with_logits(model(X[:64]), y[:64]).backward()
+    return model
+
+
+def test_bias():
+    result = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, models=BIAS)
+    verdict = winner(result, "bias", "no_bias")
+    grad = bias_model(True).network[0].bias.grad
+    saved = count_parameters(MLP(norm="batch")) - count_parameters(MLP(norm="batch", bias=False))
+    fb = correct(check_bias(grad, saved, result, verdict, show=False))
+    assert "192" in fb.message
+    not_attempted(check_bias(grad, saved, None, None, show=False))
+    wrong(
+        check_bias(bias_model(True).network[-1].bias.grad, saved, result, verdict, show=False),
+        "output layer's bias",
+    )
+    wrong(
+        check_bias(bias_model(False).network[0].bias.grad, saved, result, verdict, show=False),
+        "eval mode",
+    )
+    wrong(
+        check_bias(bias_model(True).network[0].bias, saved, result, verdict, show=False),
+        "the bias itself",
+    )
+    wrong(check_bias(grad, saved + 1, result, verdict, show=False), "output layer's bias too")
+    wrong(check_bias(grad, 128, result, verdict, show=False), "count_parameters gives")
+    for bad_verdict in {"bias", "no_bias", "no clear winner"} - {verdict}:
+        wrong(check_bias(grad, saved, result, bad_verdict, show=False), "disagree")
+    plain = sweep.run(
+        seeds=SEEDS,
+        lrs=[0.01],
+        epochs=1,
+        models={"bias": {"norm": "batch"}, "no_bias": {"bias": False}},
+    )
+    wrong(check_bias(grad, saved, plain, verdict, show=False), "Both models need norm='batch'")
+
+
+# ------------------------------------------------------------------------------ 7a
+
+
+def bn_solution(
+    x,
+    running_mean,
+    running_var,
+    weight,
+    bias,
+    training,
+    momentum=0.1,
+    eps=1e-5,
+    *,
+    unbiased=False,
+    eps_mode="inside",
+    dims=None,
+    use_running=False,
+    affine=True,
+    detach=False,
+    update="pytorch",
+    grad_in_update=False,
+    fixed_eps=False,
+    eval_batch_stats=False,
+    eval_update=False,
+    n_factor="all",
+):
+    """The reference my_batch_norm, with switches that reproduce the usual mistakes."""
+    eps = 1e-5 if fixed_eps else eps
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    if dims is None:
+        dims = (0,) if x.dim() == 2 else (0, 2)
+    if training or eval_batch_stats:
+        n = x.numel() // x.shape[1] if n_factor == "all" else x.shape[0]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = ((x - mean) ** 2).sum(dim=dims, keepdim=True) / (
+            x.numel() // mean.numel() - (1 if unbiased else 0)
+        )
+        if detach:
+            mean, var = mean.detach(), var.detach()
+        m = mean.reshape(-1)
+        if m.numel() == x.shape[1] and (training or eval_update):
+            bm, bv = m, ((x - mean) ** 2).mean(dim=dims)
+            bv = bv * n / (n - 1)
+            ctx = torch.enable_grad() if grad_in_update else torch.no_grad()
+            with ctx:
+                if update == "pytorch":
+                    running_mean.mul_(1 - momentum).add_(momentum * bm)
+                    running_var.mul_(1 - momentum).add_(momentum * bv)
+                elif update == "keras":
+                    running_mean.mul_(momentum).add_((1 - momentum) * bm)
+                    running_var.mul_(momentum).add_((1 - momentum) * bv)
+                elif update == "biased":
+                    running_mean.mul_(1 - momentum).add_(momentum * bm)
+                    running_var.mul_(1 - momentum).add_(momentum * bv * (n - 1) / n)
+                elif update == "rebind":
+                    running_mean = (1 - momentum) * running_mean + momentum * bm  # noqa: F841
+        if use_running:
+            mean, var = running_mean.reshape(shape), running_var.reshape(shape)
+    else:
+        mean, var = running_mean.reshape(shape), running_var.reshape(shape)
+    if eps_mode == "inside":
+        y = (x - mean) / torch.sqrt(var + eps)
+    elif eps_mode == "none":
+        y = (x - mean) / torch.sqrt(var)
+    else:
+        y = (x - mean) / (torch.sqrt(var) + eps)
+    return y * weight.reshape(shape) + bias.reshape(shape) if affine else y
+
+
+def bn_mistake(**switches):
+    return functools.partial(bn_solution, **switches)
+
+
+BN_MISTAKES = [
+    ({"unbiased": True}, "unbiased variance"),
+    ({"eps_mode": "none"}, "`eps` is missing"),
+    ({"eps_mode": "outside"}, "`eps` is outside the square root"),
+    ({"dims": (1,)}, "that is LayerNorm"),
+    ({"dims": (0, 1)}, "one mean and variance for the whole tensor"),
+    ({"use_running": True}, "not with running_mean/running_var"),
+    ({"affine": False}, "lacks the learned scale and shift"),
+    ({"unbiased": True, "eps_mode": "outside"}, "2 things to fix"),
+    ({"detach": True}, "you detached the batch mean and variance"),
+    ({"update": "none"}, "did not change"),
+    ({"update": "rebind"}, "only rebinds a local name"),
+    ({"update": "keras"}, "weight of the NEW batch"),
+    ({"update": "biased"}, "updated with the biased variance"),
+    ({"grad_in_update": True}, "torch.no_grad()"),
+    ({"fixed_eps": True}, "use the `eps` argument"),
+    ({"eval_batch_stats": True}, "In eval mode (training=False) you normalized with the batch"),
+    ({"eval_batch_stats": True, "eval_update": True}, "the running statistics must not change"),
+    ({"dims": (0,)}, "statistics are over N only"),
+    ({"n_factor": "batch"}, "n = N * L values"),
+]
+
+
+def test_batch_norm_reference_is_correct():
+    fb = correct(check_batch_norm(bn_solution, show=False))
+    assert "gradients" in fb.message
+
+
+@pytest.mark.parametrize("switches, phrase", BN_MISTAKES, ids=[p for _, p in BN_MISTAKES])
+def test_batch_norm_mistakes(switches, phrase):
+    wrong(check_batch_norm(bn_mistake(**switches), show=False), phrase)
+
+
+def test_batch_norm_placeholders_and_errors():
+    def stub(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+        raise NotImplementedError
+
+    not_attempted(check_batch_norm(None, show=False))
+    not_attempted(check_batch_norm(stub, show=False))
+    not_attempted(check_batch_norm(lambda *a, **k: None, show=False))
+    wrong(
+        check_batch_norm(lambda x, *a, **k: x.sum(0), show=False),
+        "the output has the input's shape",
+    )
+    wrong(check_batch_norm(lambda x, rm, rv, w, b, t: x, show=False), "accept `momentum` and `eps`")
+    wrong(
+        check_batch_norm(lambda *a, **k: (_ for _ in ()).throw(KeyError("c")), show=False),
+        "raised KeyError",
+    )
+    wrong(
+        check_batch_norm(lambda *a, **k: bn_solution(*a, **k).detach(), show=False),
+        "not connected to the autograd graph",
+    )
+
+
+# ------------------------------------------------------------------------------ 7b
+
+
+def mean_only(x, eps=1e-5):
+    return x - x.mean(0)
+
+
+def variance_only(x, eps=1e-5):
+    return x / torch.sqrt(x.var(0, unbiased=False) + eps)
+
+
+def full(x, eps=1e-5):
+    return (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + eps)
+
+
+LOSSES = {"BN": [0.3, 0.35, 0.34], "mean-only": [2e4, 0.5, 9e4], "variance-only": [0.3, 0.33, 0.36]}
+
+
+def test_norm_variants():
+    fb = correct(
+        check_norm_variants(mean_only, variance_only, LOSSES, ["BN", "variance-only"], show=False)
+    )
+    assert "mean-only's output by" in fb.message
+    nan_losses = {**LOSSES, "variance-only": [0.3, float("nan"), 0.2]}
+    correct(check_norm_variants(mean_only, variance_only, nan_losses, ["BN"], show=False))
+    fb = not_attempted(check_norm_variants(mean_only, variance_only, None, None, show=False))
+    assert "Both functions are right" in fb.message
+    not_attempted(check_norm_variants(None, None, None, None, show=False))
+    wrong(
+        check_norm_variants(mean_only, variance_only, LOSSES, ["BN"], show=False), "Your own losses"
+    )
+    wrong(
+        check_norm_variants(full, variance_only, LOSSES, ["BN"], show=False),
+        "`mean_only_norm` also divides",
+    )
+    wrong(
+        check_norm_variants(mean_only, full, LOSSES, ["BN"], show=False),
+        "`variance_only_norm` also subtracts the mean",
+    )
+    rms = lambda x, eps=1e-5: x / torch.sqrt((x**2).mean(0) + eps)  # noqa: E731
+    wrong(check_norm_variants(mean_only, rms, LOSSES, ["BN"], show=False), "root mean square")
+    wrong(check_norm_variants(variance_only, mean_only, LOSSES, ["BN"], show=False), "swapped")
+    per_sample = lambda x, eps=1e-5: x - x.mean(1, keepdim=True)  # noqa: E731
+    wrong(check_norm_variants(per_sample, variance_only, LOSSES, ["BN"], show=False), "dim=1")
+    wrong(
+        check_norm_variants(mean_only, variance_only, {"BN": [0.3]}, ["BN"], show=False),
+        "should be a dict with the keys",
+    )
+
+
+# ------------------------------------------------------------------------------ 8
+
+
+def scale_hidden(model, a, *, last=False, bias=True):
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for lin in linears if last else linears[:-1]:
+            lin.weight.mul_(a)
+            if bias and lin.bias is not None:
+                lin.bias.mul_(a)
+    return model
+
+
+def ratio(a, training=True, norm="batch", layer=0):
+    X, _, y, _ = load_data()
+    norms = []
+    for factor in (1.0, a):
+        torch.manual_seed(0)
+        model = scale_hidden(MLP(20, (128, 64), norm=norm), factor).train(training)
+        F.binary_cross_entropy_with_logits(model(X[:64]), y[:64]).backward()
+        norms.append(model.network[layer].weight.grad.norm().item())
+    return norms[1] / norms[0]
+
+
+INIT_ACC = {
+    ("none", 1): [0.94, 0.92, 0.93],
+    ("none", 100): [0.84, 0.76, 0.8],
+    ("batch", 1): [0.95, 0.96, 0.95],
+    ("batch", 100): [0.94, 0.89, 0.92],
+}
+
+
+def test_scale_invariance():
+    ratios = {a: ratio(a) for a in (0.1, 10, 100)}
+    assert abs(ratios[100] - 0.01) < 1e-3  # the fact itself: the gradient scales as 1/a
+    fb = correct(check_scale_invariance(scale_hidden, ratios, INIT_ACC, "batch", show=False))
+    assert "1/a" in fb.message
+    in_place = lambda m, a: scale_hidden(m, a) and None  # noqa: E731
+    correct(check_scale_invariance(in_place, ratios, INIT_ACC, "batch", show=False))
+    not_attempted(check_scale_invariance(None, None, None, None, show=False))
+    not_attempted(check_scale_invariance(scale_hidden, None, None, None, show=False))
+    not_attempted(check_scale_invariance(lambda m, a: None, None, None, None, show=False))
+    wrong(
+        check_scale_invariance(
+            functools.partial(scale_hidden, last=True), ratios, INIT_ACC, "batch", show=False
+        ),
+        "also scaled the output Linear",
+    )
+    wrong(
+        check_scale_invariance(
+            functools.partial(scale_hidden, bias=False), ratios, INIT_ACC, "batch", show=False
+        ),
+        "multiply the bias by a too",
+    )
+    inverse = {a: 1 / r for a, r in ratios.items()}
+    wrong(
+        check_scale_invariance(scale_hidden, inverse, INIT_ACC, "batch", show=False), "the inverse"
+    )
+    output_layer = {a: ratio(a, layer=-1) for a in (10, 100)}
+    wrong(
+        check_scale_invariance(scale_hidden, output_layer, INIT_ACC, "batch", show=False),
+        "measure network[0].weight.grad".capitalize()[:0] or "network[0].weight.grad",
+    )
+    for bad in (
+        {a: ratio(a, training=False) for a in (10, 100)},
+        {a: ratio(a, norm="none") for a in (10, 100)},
+    ):
+        wrong(
+            check_scale_invariance(scale_hidden, bad, INIT_ACC, "batch", show=False),
+            "does not normalize",
+        )
+    wrong(
+        check_scale_invariance(scale_hidden, ratios, INIT_ACC, "none", show=False),
+        "Your own numbers at a = 100",
+    )
+    wrong(
+        check_scale_invariance(scale_hidden, ratios, {("none", 1): [0.9]}, "batch", show=False),
+        "exactly the keys",
+    )
+
+
+# ------------------------------------------------------------------------------ 9
+
+LN = {"BN": {"norm": "batch"}, "LN": {"norm": "layer"}}
+
+
+def test_layer_norm():
+    results = {
+        bs: sweep.run(seeds=SEEDS, lrs=[0.01], epochs=1, batch_size=bs, models=LN) for bs in (2, 64)
+    }
+    acc = {(m, bs): mean_acc(r, m) for bs, r in results.items() for m in LN}
+    better = "LN" if acc["LN", 2] > acc["BN", 2] else "BN"
+    spans = {m: abs(acc[m, 2] - acc[m, 64]) for m in LN}
+    sensitive = max(spans, key=spans.get)
+    correct(check_layer_norm(results, acc, better, sensitive, show=False))
+    not_attempted(check_layer_norm(results, acc, None, None, show=False))
+    wrong(check_layer_norm(results, acc, other(better, LN), sensitive, show=False), "is better")
+    wrong(
+        check_layer_norm(results, acc, better, other(sensitive, LN), show=False), "more sensitive"
+    )
+    losses = {(m, bs): mean_acc(r, m, metric="val_loss") for bs, r in results.items() for m in LN}
+    wrong(check_layer_norm(results, losses, better, sensitive, show=False), "validation losses")
+    swapped = {2: results[64], 64: results[2]}
+    wrong(check_layer_norm(swapped, acc, better, sensitive, show=False), "matches batch_size=64")
+
+
+# ------------------------------------------------------------------------------ 10a
+
+
+def fold(
+    model,
+    *,
+    eps=True,
+    sqrt=True,
+    beta=True,
+    lin_bias=True,
+    mean=True,
+    bias_none_ok=True,
+    train_first=False,
+    in_place=False,
+):
+    """The reference fold_bn, with switches that reproduce the usual mistakes."""
+    if train_first:
+        model.train()
+        model(load_data()[0])
+        model.eval()
+    layers, net = [], list(model.network)
+    i = 0
+    while i < len(net):
+        layer = net[i]
+        if isinstance(layer, nn.Linear) and isinstance(
+            net[min(i + 1, len(net) - 1)], nn.BatchNorm1d
+        ):
+            bn = net[i + 1]
+            var = bn.running_var + (bn.eps if eps else 0)
+            s = bn.weight / (torch.sqrt(var) if sqrt else var)
+            if layer.bias is None and not bias_none_ok:
+                b = layer.bias * 1.0  # TypeError, as in a fold that assumes a bias
+            else:
+                b = layer.bias if (layer.bias is not None and lin_bias) else 0
+            target = layer if in_place else nn.Linear(layer.in_features, layer.out_features)
+            with torch.no_grad():
+                new_w = s[:, None] * layer.weight
+                if in_place and target.bias is None:
+                    target.bias = nn.Parameter(torch.zeros(layer.out_features))
+                target.weight.copy_(new_w)
+                target.bias.copy_(
+                    (b - (bn.running_mean if mean else 0)) * s + (bn.bias if beta else 0)
+                )
+            layers.append(target)
+            i += 2
+        else:
+            layers.append(layer)
+            i += 1
+    return nn.Sequential(*layers)
+
+
+FOLD_MISTAKES = [
+    ({"eps": False}, "leaves out `eps`"),
+    ({"sqrt": False}, "instead of its square root"),
+    ({"beta": False}, "drops BN's shift"),
+    ({"lin_bias": False}, "drops the Linear's own bias"),
+    ({"mean": False}, "forgets to subtract running_mean"),
+    ({"bias_none_ok": False}, "no bias (bias=False"),
+    ({"train_first": True}, "ran the model in training mode"),
+    ({"in_place": True}, "changed the original model's weights"),
+]
+
+
+def test_fold_reference_is_correct():
+    correct(check_fold(fold, show=False))
+    correct(check_fold(lambda m: fold(copy.deepcopy(m), in_place=True), show=False))
+
+
+@pytest.mark.parametrize("switches, phrase", FOLD_MISTAKES, ids=[p for _, p in FOLD_MISTAKES])
+def test_fold_mistakes(switches, phrase):
+    wrong(check_fold(functools.partial(fold, **switches), show=False), phrase)
+
+
+def test_fold_other_answers():
+    def stub(model):
+        raise NotImplementedError
+
+    not_attempted(check_fold(None, show=False))
+    not_attempted(check_fold(stub, show=False))
+    not_attempted(check_fold(lambda m: None, show=False))
+    wrong(check_fold(lambda m: copy.deepcopy(m), show=False), "still contains BatchNorm")
+    wrong(check_fold(lambda m: "folded", show=False), "should return an nn.Module")
+
+    def data_stats(model):
+        X = load_data()[0]
+        folded, h = [], X
+        net = list(model.network)
+        for i, layer in enumerate(net):
+            if isinstance(layer, nn.BatchNorm1d):
+                lin = net[i - 1]
+                s = layer.weight / torch.sqrt(h.var(0, unbiased=False) + layer.eps)
+                b = lin.bias if lin.bias is not None else 0
+                new = nn.Linear(lin.in_features, lin.out_features)
+                with torch.no_grad():
+                    new.weight.copy_(s[:, None] * lin.weight)
+                    new.bias.copy_((b - h.mean(0)) * s + layer.bias)
+                folded[-1] = new
+            else:
+                folded.append(layer)
+            with torch.no_grad():
+                h = (
+                    layer(h)
+                    if not isinstance(layer, nn.BatchNorm1d)
+                    else copy.deepcopy(layer).train()(h)
+                )
+        return nn.Sequential(*folded)
+
+    wrong(check_fold(data_stats, show=False), "statistics of a batch of data")
+
+
+# ------------------------------------------------------------------------------ 10b
+
+
+def _stay_in_eval(module, mode=True):
+    return nn.Module.train(module, False)
+
+
+def freeze_bn(
+    model,
+    *,
+    grads=True,
+    evaluate=True,
+    sticky=True,
+    momentum_zero=False,
+    everything=False,
+    break_train=False,
+):
+    """The reference freeze_bn, with switches that reproduce the usual mistakes."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            if grads:
+                m.requires_grad_(False)
+            if sticky:
+                m.train = functools.partial(_stay_in_eval, m)
+            if evaluate:
+                m.eval()
+            if momentum_zero:
+                m.momentum = 0.0
+    if everything:
+        model.requires_grad_(False)
+    if break_train:
+        model.train = lambda mode=True: model
+    return model
+
+
+FREEZE_MISTAKES = [
+    ({"evaluate": False, "sticky": False}, "requires_grad_(False) stops the optimizer"),
+    ({"sticky": False}, "model.train() switched them back"),
+    ({"grads": False}, "also call requires_grad_(False)"),
+    ({"evaluate": False, "sticky": False, "momentum_zero": True}, "momentum=0 only stops"),
+    ({"everything": True}, "froze the whole network"),
+    ({"break_train": True}, "broke model.train()"),
+]
+
+
+def test_freeze_reference_is_correct():
+    correct(check_freeze(freeze_bn, show=False))
+    correct(check_freeze(freeze, show=False))  # bnteach's own
+    correct(check_freeze(lambda m: freeze_bn(m) and None, show=False))  # in place, no return
+
+
+@pytest.mark.parametrize("switches, phrase", FREEZE_MISTAKES, ids=[p for _, p in FREEZE_MISTAKES])
+def test_freeze_mistakes(switches, phrase):
+    wrong(check_freeze(functools.partial(freeze_bn, **switches), show=False), phrase)
+
+
+def test_freeze_placeholders():
+    def stub(model):
+        raise NotImplementedError
+
+    not_attempted(check_freeze(None, show=False))
+    not_attempted(check_freeze(stub, show=False))
+    not_attempted(check_freeze(lambda m: None, show=False))
+    wrong(check_freeze(lambda m: m, show=False), "running statistics moved")
