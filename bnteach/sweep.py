@@ -134,7 +134,7 @@ def _check_lrs(lrs):
     return [float(lr) for lr in lrs]
 
 
-def _check_models(models):
+def normalize_models(models):
     if models is None:
         models = DEFAULT_MODELS
     if not isinstance(models, dict) or not models:
@@ -479,7 +479,7 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
     seeds = _check_seeds(seeds)
     lrs = _check_lrs(lrs)
     check_epochs(epochs)
-    specs = _check_models(models)
+    specs = normalize_models(models)
     data = _default_data() if data is None else data
     _check_data(data)
     n_train, n_features = data[0].shape

@@ -101,3 +101,40 @@ def test_notebook_is_stripped_and_follows_conventions(path):
         tags = cell.get("metadata", {}).get("tags", [])
         if "nbval-skip" in tags or "skip-execution" in tags:
             assert {"nbval-skip", "skip-execution"} <= set(tags)
+
+
+def test_a_plain_install_ships_every_module(tmp_path):
+    """Binder's postBuild installs bnteach non-editable: the wheel must hold every module.
+
+    Built from a clean copy, so that a stale build/ folder cannot fill in missing packages.
+    """
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "bnteach", src / "bnteach", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("bnteach-*.whl")
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bnteach").rglob("*.py")}
+    assert source <= shipped, f"missing from the wheel: {sorted(source - shipped)}"

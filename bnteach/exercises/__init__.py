@@ -1,0 +1,55 @@
+"""Self-checks for the exercises of notebook 05.
+
+Every ``check_*`` function takes the learner's answers and verifies them by computing: numbers
+are recomputed from the learner's own runs (a ``SweepResult``), claims are compared with those
+numbers, and functions the learner wrote are run on test inputs and compared with a reference.
+It returns a :class:`Feedback`: ``"correct"`` (restating what was measured), ``"wrong"`` (a
+message aimed at the mistake found, e.g. "you normalized with the unbiased variance") or
+``"not attempted"`` (the answer is still the placeholder). A check never raises because of an
+answer, shows its feedback (``show=False`` turns that off) and records it for
+:func:`progress`.
+
+This module is only an index. The checks live in ``experiments`` (1, 2, 3, 5),
+``batch_size`` (4, 9), ``invariance`` (6, 8), ``forward_pass`` (7a, 7b) and ``inference``
+(10a, 10b); ``feedback`` holds :class:`Feedback`, :func:`progress` and the check decorator.
+"""
+
+from bnteach.exercises._common import NO_WINNER as NO_WINNER
+from bnteach.exercises.batch_size import check_batch_size, check_layer_norm
+from bnteach.exercises.experiments import ACTIVATION_NAMES as ACTIVATION_NAMES
+from bnteach.exercises.experiments import (
+    check_activation,
+    check_depth,
+    check_learning_rate,
+    check_placement,
+)
+from bnteach.exercises.feedback import CORRECT as CORRECT
+from bnteach.exercises.feedback import EXERCISES as EXERCISES
+from bnteach.exercises.feedback import NOT_ATTEMPTED as NOT_ATTEMPTED
+from bnteach.exercises.feedback import WRONG as WRONG
+from bnteach.exercises.feedback import Feedback, Progress, progress, reset
+from bnteach.exercises.forward_pass import VARIANT_NAMES as VARIANT_NAMES
+from bnteach.exercises.forward_pass import check_batch_norm, check_norm_variants
+from bnteach.exercises.inference import check_fold, check_freeze
+from bnteach.exercises.invariance import check_bias, check_scale_invariance
+
+# What ``from bnteach.exercises import *`` gives, as before the split. The constants above
+# (imported as ``X as X``) stay public attributes, e.g. ``exercises.EXERCISES``.
+__all__ = [
+    "Feedback",
+    "Progress",
+    "progress",
+    "reset",
+    "check_learning_rate",
+    "check_depth",
+    "check_activation",
+    "check_batch_size",
+    "check_placement",
+    "check_bias",
+    "check_batch_norm",
+    "check_norm_variants",
+    "check_scale_invariance",
+    "check_layer_norm",
+    "check_fold",
+    "check_freeze",
+]

@@ -1,0 +1,163 @@
+"""Checks of the batch-size experiments: BN at small batches (4) and LayerNorm, whose
+statistics do not depend on the batch (9). Both verify that each run was really trained with
+the batch size it is filed under."""
+
+from bnteach import sweep
+from bnteach.exercises._common import _check_table, _final, _mean, _result
+from bnteach.exercises.feedback import _check, _choice, _missing, _Wrong
+
+# ============================================================================ 4 batch size
+
+
+def _trained_with_batch(result, batch_size, model):
+    """Relative difference between ``result``'s first epoch of ``model`` (first seed and lr)
+    and a fresh one-epoch run with ``batch_size``."""
+    seed, lr = result.seeds[0], result.lrs[0]
+    spec = {k: v for k, v in result.models[model].items()}
+    fresh = sweep.run(seeds=[seed], lrs=[lr], epochs=1, batch_size=batch_size, models={model: spec})
+    (h,) = result.histories(model=model, seed=seed, lr=lr)
+    a, b = h.train_loss[0], fresh.replicas[0].history.train_loss[0]
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _check_batch_results(results, name, sizes, models):
+    if not isinstance(results, dict) or not all(isinstance(k, int) for k in results):
+        raise _Wrong(
+            f"`{name}` should be a dict {{batch size: SweepResult}}, e.g. {{2: ..., 64: ...}}."
+        )
+    missing = [b for b in sizes if b not in results]
+    if missing:
+        raise _Wrong(f"`{name}` lacks the batch size(s) {missing}; use at least {list(sizes)}.")
+    first = None
+    for bs, r in sorted(results.items()):
+        _result(r, f"{name}[{bs}]")
+        if set(r.models) != set(models):
+            raise _Wrong(
+                f"`{name}[{bs}]` holds the models {sorted(r.models)}, expected {sorted(models)}."
+            )
+        for m, norm in models.items():
+            if r.models[m]["norm"] != norm:
+                raise _Wrong(f"In `{name}[{bs}]` the model {m!r} should have norm={norm!r}.")
+        setting = (r.seeds, r.lrs, r.epochs, r.models)
+        if first is None:
+            first = setting
+        elif setting != first:
+            raise _Wrong(
+                f"The runs in `{name}` differ in more than the batch size (seeds, learning "
+                f"rates, epochs or models): compare like with like."
+            )
+    model = next(iter(models))
+    for bs, r in results.items():
+        if _trained_with_batch(r, bs, model) <= 1e-3:
+            continue
+        errors = {b: _trained_with_batch(r, b, model) for b in results if b != bs}
+        actual = min(errors, key=errors.get, default=None)
+        if actual is not None and errors[actual] <= 1e-3:
+            raise _Wrong(
+                f"`{name}[{bs}]` was not trained with batch_size={bs}: its first epoch matches "
+                f"batch_size={actual}. Pass batch_size=bs to sweep.run inside your loop."
+            )
+        raise _Wrong(
+            f"`{name}[{bs}]` does not match a fresh run with batch_size={bs}. Train with "
+            f"sweep.run's default data and pass batch_size={bs}."
+        )
+    return sorted(results)
+
+
+@_check("4")
+def check_batch_size(results, bn_minus_plain, worst):
+    """Exercise 4. ``results``: ``{batch size: sweep.run(...)}`` of the default pair for batch
+    sizes including 2, 4, 64 and 256 (same seeds, lr and epochs); ``bn_minus_plain``:
+    ``{batch size: mean final val accuracy of BN minus plain}``; ``worst``: the batch size
+    where BN does worst compared with the plain net."""
+    _missing(
+        {"batch_results": results, "bn_minus_plain": bn_minus_plain, "worst_batch": worst},
+        "Train the pair at each batch size, fill in the table and name the worst batch size.",
+    )
+    sizes = _check_batch_results(
+        results, "batch_results", (2, 4, 64, 256), {"plain": "none", "BN": "batch"}
+    )
+
+    def table(sign=1):
+        return {
+            bs: sign * (_mean(_final(results[bs], "BN")) - _mean(_final(results[bs], "plain")))
+            for bs in sizes
+        }
+
+    expected = table()
+    _check_table(
+        bn_minus_plain,
+        expected,
+        "bn_minus_plain",
+        "mean final validation accuracy of BN minus plain",
+        [(table(-1), "The differences have the wrong sign: BN minus plain, not plain minus BN.")],
+    )
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst not in sizes:
+        raise _Wrong(f"`worst_batch` should be one of your batch sizes {sizes}, got {worst!r}.")
+    truth = min(expected, key=expected.get)
+    shown = ", ".join(f"{bs}: {d:+.3f}" for bs, d in expected.items())
+    if worst != truth:
+        raise _Wrong(f"Your own numbers (BN minus plain) are {shown}: the lowest is at {truth}.")
+    bn_train = _mean(_final(results[truth], "BN", "train_loss"))
+    return (
+        f"BN minus plain by batch size: {shown}. At batch size {truth} BN is worst; its final "
+        f"training loss there is {bn_train:.3f} (ln 2 = 0.693 is guessing)."
+    )
+
+
+# ============================================================================ 9 LayerNorm
+
+
+@_check("9")
+def check_layer_norm(results, acc, better_at_2, more_sensitive):
+    """Exercise 9. ``results``: ``{batch size: sweep.run(...)}`` of ``{"BN": norm batch, "LN":
+    norm layer}`` for batch sizes including 2 and 64 (same seeds, lr, epochs); ``acc``:
+    ``{(model, batch size): mean final validation accuracy}``; ``better_at_2``: "BN" or "LN";
+    ``more_sensitive``: the model whose mean accuracy changes more across the batch sizes
+    (largest minus smallest)."""
+    _missing(
+        {
+            "ln_results": results,
+            "ln_acc": acc,
+            "better_at_2": better_at_2,
+            "more_sensitive": more_sensitive,
+        },
+        "Train BN and LN at each batch size, fill in the table and answer the two questions.",
+    )
+    sizes = _check_batch_results(results, "ln_results", (2, 64), {"BN": "batch", "LN": "layer"})
+    keys = [(m, bs) for m in ("BN", "LN") for bs in sizes]
+    expected = {(m, bs): _mean(_final(results[bs], m)) for m, bs in keys}
+    _check_table(
+        acc,
+        expected,
+        "ln_acc",
+        "mean final validation accuracy over seeds",
+        [
+            (
+                {(m, bs): _mean(_final(results[bs], m, "val_loss")) for m, bs in keys},
+                "These are validation losses; the table is about the final validation accuracy.",
+            )
+        ],
+    )
+    _choice(better_at_2, ["BN", "LN"], "better_at_2")
+    truth = "LN" if expected["LN", 2] > expected["BN", 2] else "BN"
+    if better_at_2 != truth:
+        raise _Wrong(
+            f"At batch size 2 your numbers are BN {expected['BN', 2]:.3f}, LN "
+            f"{expected['LN', 2]:.3f}: {truth} is better."
+        )
+    _choice(more_sensitive, ["BN", "LN"], "more_sensitive")
+    ranges = {
+        m: max(expected[m, bs] for bs in sizes) - min(expected[m, bs] for bs in sizes)
+        for m in ("BN", "LN")
+    }
+    truth = max(ranges, key=ranges.get)
+    if more_sensitive != truth:
+        raise _Wrong(
+            f"Across batch sizes {sizes} BN's mean accuracy spans {ranges['BN']:.3f} and LN's "
+            f"{ranges['LN']:.3f}: {truth} is more sensitive."
+        )
+    shown = ", ".join(
+        f"{bs}: BN {expected['BN', bs]:.3f} / LN {expected['LN', bs]:.3f}" for bs in sizes
+    )
+    return f"{shown}. LayerNorm's statistics are per sample, so the batch size does not enter them."

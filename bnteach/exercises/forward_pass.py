@@ -1,0 +1,495 @@
+"""Checks of normalization functions the learner writes: the BN forward pass (7a: output,
+gradients, running statistics, eval mode, (N, C, L) input) and the mean-only and
+variance-only variants (7b). A wrong output is matched against the usual wrong versions
+(unbiased variance, misplaced eps, wrong axes, ...) to name the mistake."""
+
+import math
+
+import torch
+
+from bnteach.exercises.feedback import _call, _check, _missing, _NotAttempted, _number, _Wrong
+
+# ============================================================================ 7a BN forward
+
+
+def _chan(t, x):
+    """A per-channel tensor (C,) shaped to broadcast with x: (1, C) or (1, C, 1)."""
+    return t.reshape((1, -1) + (1,) * (x.dim() - 2))
+
+
+def _normalize(x, mean, var, eps, eps_mode="inside"):
+    """(x - mean) / sqrt(var + eps), or the usual wrong placements of eps."""
+    if eps_mode == "inside":
+        return (x - mean) / torch.sqrt(var + eps)
+    if eps_mode == "none":
+        return (x - mean) / torch.sqrt(var)
+    return (x - mean) / (torch.sqrt(var) + eps)
+
+
+def _affine(y, weight, bias, affine="both"):
+    if affine in ("both", "weight"):
+        y = y * _chan(weight, y)
+    if affine in ("both", "bias"):
+        y = y + _chan(bias, y)
+    return y
+
+
+def _bn_reference(x, mean, var, weight, bias, eps):
+    """BN's output for per-channel mean and variance (C,)."""
+    return _affine(_normalize(x, _chan(mean, x), _chan(var, x), eps), weight, bias)
+
+
+def _stats(x, dims, unbiased=False, detach=(), keepdim=False):
+    """Mean and variance of x over dims (biased unless unbiased=True)."""
+    mean = x.mean(dim=dims, keepdim=True)
+    n = math.prod(x.shape[d] for d in dims)
+    var = ((x - mean) ** 2).sum(dim=dims, keepdim=True) / (n - 1 if unbiased else n)
+    if "mean" in detach:
+        mean = mean.detach()
+    if "var" in detach:
+        var = var.detach()
+    if not keepdim:
+        mean, var = mean.reshape(-1), var.reshape(-1)
+    return mean, var
+
+
+def _channel_dims(x):
+    return (0,) if x.dim() == 2 else (0, 2)
+
+
+_BN_FAULTS = {
+    "unbiased": "You normalized with the unbiased variance (divide by N-1: `torch.var`'s and "
+    "`x.std()`'s default). In training mode BN divides by N (`unbiased=False`); N-1 is used "
+    "only to update running_var.",
+    "eps none": "`eps` is missing: BN divides by sqrt(var + eps). It matters when a feature "
+    "barely varies in the batch (the check uses one such feature).",
+    "eps outside": "`eps` is outside the square root: BN divides by sqrt(var + eps), not by "
+    "sqrt(var) + eps.",
+    "per sample": "Your statistics are per sample (over the features, dim=1): that is "
+    "LayerNorm. BN computes one mean and variance per feature, over the batch (dim=0).",
+    "all": "You used one mean and variance for the whole tensor: BN computes them per feature "
+    "(channel), over the batch: `x.mean(dim=0)`.",
+    "running": "In training mode BN normalizes with the batch's own mean and variance, not "
+    "with running_mean/running_var (those are for eval mode).",
+    "no affine": "The output lacks the learned scale and shift: multiply by `weight` and add "
+    "`bias` at the end.",
+    "no weight": "The output lacks the scale: multiply by `weight`.",
+    "no bias": "The output lacks the shift: add `bias`.",
+}
+_AFFINE_FAULT = {"none": "no affine", "weight": "no bias", "bias": "no weight"}
+
+
+def _bn_candidates(x, rm, rv, weight, bias, eps, momentum=0.1):
+    """Training-mode outputs of the usual wrong versions (and their combinations): a list of
+    (faults, output), fewest faults first. rm, rv: the running statistics before the call."""
+    stats = {
+        "batch": _channel_dims(x),
+        "per sample": tuple(range(1, x.dim())),
+        "all": tuple(range(x.dim())),
+    }
+    mean, var = _stats(x, stats["batch"])
+    n = x.numel() // x.shape[1]
+    updated = (
+        (1 - momentum) * rm + momentum * mean,
+        (1 - momentum) * rv + momentum * var * n / (n - 1),
+    )
+    out = []
+    for where in ("batch", "per sample", "all", "running", "updated running"):
+        for unbiased in (False, True):
+            if where in ("running", "updated running"):
+                if unbiased:
+                    continue
+                r_mean, r_var = (rm, rv) if where == "running" else updated
+                mean, var = _chan(r_mean, x), _chan(r_var, x)
+            else:
+                mean, var = _stats(x, stats[where], unbiased, keepdim=True)
+            for eps_mode in ("inside", "none", "outside"):
+                for affine in ("both", "none", "weight", "bias"):
+                    faults = [where.replace("updated ", "")] if where != "batch" else []
+                    faults += ["unbiased"] if unbiased else []
+                    faults += [f"eps {eps_mode}"] if eps_mode != "inside" else []
+                    faults += [_AFFINE_FAULT[affine]] if affine != "both" else []
+                    if faults:
+                        y = _affine(_normalize(x, mean, var, eps, eps_mode), weight, bias, affine)
+                        out.append((faults, y))
+    return sorted(out, key=lambda item: len(item[0]))
+
+
+def _diagnose(y, candidates, what):
+    for faults, cand in candidates:
+        if cand.shape == y.shape and torch.allclose(y, cand, rtol=1e-5, atol=1e-6):
+            if len(faults) == 1:
+                return _BN_FAULTS[faults[0]]
+            return f"{len(faults)} things to fix: " + " ".join(
+                f"({i}) {_BN_FAULTS[f]}" for i, f in enumerate(faults, 1)
+            )
+    return what
+
+
+def _as_tensor(y, name):
+    if y is None:
+        raise _NotAttempted(f"`{name}` returns None: return the normalized tensor.")
+    if not isinstance(y, torch.Tensor):
+        raise _Wrong(f"`{name}` should return a tensor, got {type(y).__name__}.")
+    return y
+
+
+def _bn_inputs(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    C = shape[1]
+    scale = torch.linspace(0.5, 3.0, C, dtype=f64)
+    scale[0] = 3e-3  # a feature that barely varies: eps matters
+    shift = torch.linspace(-2.0, 4.0, C, dtype=f64)
+    view = (1, C) + (1,) * (len(shape) - 2)
+    x = torch.randn(*shape, generator=g, dtype=f64) * scale.reshape(view) + shift.reshape(view)
+    weight = torch.rand(C, generator=g, dtype=f64) + 0.5
+    bias = torch.randn(C, generator=g, dtype=f64)
+    rm = torch.randn(C, generator=g, dtype=f64)
+    rv = torch.rand(C, generator=g, dtype=f64) + 0.5
+    return x, rm, rv, weight, bias
+
+
+def _run_bn(fn, x, rm, rv, weight, bias, training, momentum=0.1, eps=1e-5):
+    try:
+        y = fn(x, rm, rv, weight, bias, training, momentum=momentum, eps=eps)
+    except TypeError as err:
+        if "keyword" not in str(err):
+            raise _Wrong(f"Calling `my_batch_norm` raised TypeError: {err}") from None
+        raise _Wrong(
+            "`my_batch_norm` must accept `momentum` and `eps` keyword arguments: def "
+            "my_batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, "
+            f"eps=1e-5). ({err})"
+        ) from None
+    except NotImplementedError:
+        raise _NotAttempted(
+            "`my_batch_norm` still raises NotImplementedError: replace that line with your code."
+        ) from None
+    except Exception as err:
+        raise _Wrong(f"Calling `my_batch_norm` raised {type(err).__name__}: {err}") from None
+    y = _as_tensor(y, "my_batch_norm")
+    if y.shape != x.shape:
+        raise _Wrong(
+            f"For input of shape {tuple(x.shape)} `my_batch_norm` returned shape "
+            f"{tuple(y.shape)}: the output has the input's shape. Per-feature tensors (C,) "
+            f"must be reshaped to broadcast, e.g. (1, C) or (1, C, 1)."
+        )
+    return y
+
+
+def _check_running(rm, rv, rm0, rv0, mean, var_biased, n, momentum, where):
+    """Compare updated running buffers with PyTorch's rule; raise _Wrong with the mistake."""
+    if rm.requires_grad or rv.requires_grad:
+        raise _Wrong(
+            "After the call running_mean/running_var require gradients: you updated them with "
+            "tensors that are part of the autograd graph. Update them under `torch.no_grad()` "
+            "(or with `.detach()`): they are bookkeeping, not something to differentiate."
+        )
+    unbiased = var_biased * n / (n - 1)
+    exp_m = (1 - momentum) * rm0 + momentum * mean
+    exp_v = (1 - momentum) * rv0 + momentum * unbiased
+
+    def close(a, b):
+        return torch.allclose(a.detach().double(), b, rtol=1e-6, atol=1e-8)
+
+    if close(rm, rm0) and close(rv, rv0):
+        raise _Wrong(
+            f"{where}: running_mean and running_var did not change. Update them in place, e.g. "
+            f"`running_mean.mul_(1 - momentum).add_(momentum * mean)`; writing "
+            f"`running_mean = ...` only rebinds a local name and the caller's tensor stays as "
+            f"it was."
+        )
+    if close(rm, momentum * rm0 + (1 - momentum) * mean):
+        raise _Wrong(
+            f"{where}: running_mean kept a fraction `momentum` of the old value. In PyTorch "
+            f"`momentum` is the weight of the NEW batch: running = (1 - momentum) * running + "
+            f"momentum * batch (Keras and CS231n use the opposite convention)."
+        )
+    if close(rm, mean) and not close(rm, exp_m):
+        raise _Wrong(
+            f"{where}: running_mean was replaced by the batch mean; blend it in with weight "
+            f"`momentum`."
+        )
+    if not close(rm, exp_m):
+        raise _Wrong(
+            f"{where}: running_mean should become (1 - momentum) * running_mean + momentum * "
+            f"batch mean; yours differs by up to {(rm.detach().double() - exp_m).abs().max():.2e}."
+        )
+    if close(rv, rv0):
+        raise _Wrong(f"{where}: running_mean was updated but running_var was not.")
+    if close(rv, (1 - momentum) * rv0 + momentum * var_biased):
+        raise _Wrong(
+            f"{where}: running_var was updated with the biased variance. PyTorch normalizes with "
+            f"the biased variance (divide by n) but updates running_var with the unbiased one "
+            f"(multiply by n / (n - 1)), n being the number of values per feature."
+        )
+    if not close(rv, exp_v):
+        raise _Wrong(
+            f"{where}: running_var should become (1 - momentum) * running_var + momentum * "
+            f"unbiased batch variance; yours differs by up to "
+            f"{(rv.detach().double() - exp_v).abs().max():.2e}."
+        )
+
+
+@_check("7a")
+def check_batch_norm(my_batch_norm):
+    """Exercise 7a. ``my_batch_norm(x, running_mean, running_var, weight, bias, training,
+    momentum=0.1, eps=1e-5)`` for x of shape (N, C) or (N, C, L); updates the running buffers
+    in place in training mode; returns y shaped like x."""
+    _missing({"my_batch_norm": my_batch_norm}, "Write the function.")
+    if not callable(my_batch_norm):
+        raise _Wrong(f"`my_batch_norm` should be a function, got {type(my_batch_norm).__name__}.")
+    eps = 1e-5
+    # 1. training mode, (N, C): output
+    x, rm, rv, w, b = _bn_inputs((8, 5), seed=0)
+    rm0, rv0 = rm.clone(), rv.clone()
+    xg = x.clone().requires_grad_()
+    wg, bg = w.clone().requires_grad_(), b.clone().requires_grad_()
+    y = _run_bn(my_batch_norm, xg, rm, rv, wg, bg, True)
+    mean, var = _stats(x, (0,), unbiased=False)
+    expected = _bn_reference(x, mean, var, w, b, eps)
+    if not torch.allclose(y.detach().double(), expected, rtol=1e-5, atol=1e-6):
+        message = _diagnose(
+            y.detach().double(),
+            _bn_candidates(x, rm0, rv0, w, b, eps),
+            f"In training mode your output differs from BN's by up to "
+            f"{(y.detach().double() - expected).abs().max():.2e}. BN computes, per feature over "
+            f"the batch, y = (x - mean) / sqrt(var + eps) * weight + bias with the biased "
+            f"variance.",
+        )
+        raise _Wrong(message)
+    # 2. gradients: autograd through the batch statistics
+    if y.grad_fn is None:
+        raise _Wrong(
+            "Your output is not connected to the autograd graph (no grad_fn): did you compute it "
+            "under torch.no_grad() or call .detach()? Only the running-statistics update belongs "
+            "under no_grad."
+        )
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (y.double() * upstream).sum().backward()
+
+    def ref_grad(detach=()):
+        xr = x.clone().requires_grad_()
+        m, v = _stats(xr, (0,), unbiased=False, detach=detach)
+        (_bn_reference(xr, m, v, w, b, eps) * upstream).sum().backward()
+        return xr.grad
+
+    if xg.grad is None:
+        raise _Wrong("No gradient reached x: keep the computation of y differentiable.")
+    if not torch.allclose(xg.grad.double(), ref_grad(), rtol=1e-5, atol=1e-6):
+        for detach, what in (
+            (("mean", "var"), "the batch mean and variance"),
+            (("mean",), "the batch mean"),
+            (("var",), "the batch variance"),
+        ):
+            if torch.allclose(xg.grad.double(), ref_grad(detach), rtol=1e-5, atol=1e-6):
+                raise _Wrong(
+                    f"The output is right but the gradient is not: you detached {what} (or "
+                    f"computed it under no_grad). BN's gradient flows through the batch "
+                    f"statistics: each sample's gradient depends on the whole batch. Only the "
+                    f"running-statistics update should be detached."
+                )
+        raise _Wrong("The output is right but the gradient with respect to x differs from BN's.")
+    if wg.grad is None or bg.grad is None:
+        raise _Wrong("No gradient reached `weight` or `bias`: use them directly in the output.")
+    # 3. running statistics, default and another momentum
+    _check_running(rm, rv, rm0, rv0, mean, var, 8, 0.1, "Training mode")
+    rm, rv = rm0.clone(), rv0.clone()
+    _run_bn(my_batch_norm, x, rm, rv, w, b, True, momentum=0.3)
+    _check_running(rm, rv, rm0, rv0, mean, var, 8, 0.3, "With momentum=0.3")
+    # 4. the eps argument is used
+    y_eps = _run_bn(my_batch_norm, x, rm0.clone(), rv0.clone(), w, b, True, eps=0.1)
+    if not torch.allclose(
+        y_eps.double(), _bn_reference(x, mean, var, w, b, 0.1), rtol=1e-5, atol=1e-6
+    ):
+        if torch.allclose(y_eps.double(), expected, rtol=1e-5, atol=1e-6):
+            raise _Wrong(
+                "With eps=0.1 your output is unchanged: use the `eps` argument, not a fixed 1e-5."
+            )
+        raise _Wrong("With eps=0.1 your output is not BN's with that eps.")
+    # 5. eval mode
+    rm, rv = rm0.clone(), rv0.clone()
+    y_eval = _run_bn(my_batch_norm, x, rm, rv, w, b, False).detach().double()
+    if not (torch.equal(rm, rm0) and torch.equal(rv, rv0)):
+        raise _Wrong(
+            "In eval mode (training=False) the running statistics must not change: update them "
+            "only in training mode."
+        )
+    expected_eval = _bn_reference(x, rm0, rv0, w, b, eps)
+    if not torch.allclose(y_eval, expected_eval, rtol=1e-5, atol=1e-6):
+        if torch.allclose(y_eval, expected, rtol=1e-5, atol=1e-6):
+            raise _Wrong(
+                "In eval mode (training=False) you normalized with the batch's statistics: use "
+                "running_mean and running_var, so a prediction does not depend on the batch."
+            )
+        raise _Wrong(
+            "In eval mode the output should be (x - running_mean) / sqrt(running_var + eps) * "
+            "weight + bias."
+        )
+    # 6. (N, C, L) input: statistics over N and L
+    x3, rm3, rv3, w3, b3 = _bn_inputs((6, 4, 3), seed=2)
+    rm30, rv30 = rm3.clone(), rv3.clone()
+    y3 = _run_bn(my_batch_norm, x3, rm3, rv3, w3, b3, True).detach().double()
+    mean3, var3 = _stats(x3, (0, 2), unbiased=False)
+    expected3 = _bn_reference(x3, mean3, var3, w3, b3, eps)
+    if not torch.allclose(y3, expected3, rtol=1e-5, atol=1e-6):
+        m_n, v_n = _stats(x3, (0,), unbiased=False)
+        shape = (1,) + tuple(x3.shape[1:])
+        over_n = (x3 - m_n.reshape(shape)) / torch.sqrt(v_n.reshape(shape) + eps)
+        over_n = over_n * w3.reshape(1, -1, 1) + b3.reshape(1, -1, 1)
+        if torch.allclose(y3, over_n, rtol=1e-5, atol=1e-6):
+            raise _Wrong(
+                "For (N, C, L) input your statistics are over N only (one per channel and "
+                "position). BN averages over N and L: `x.mean(dim=(0, 2))`, one per channel."
+            )
+        raise _Wrong(
+            _diagnose(
+                y3,
+                _bn_candidates(x3, rm30, rv30, w3, b3, eps),
+                "For (N, C, L) input your output differs from BN's (statistics per channel, "
+                "over dims 0 and 2).",
+            )
+        )
+    if not torch.allclose(rv3, (0.9 * rv30 + 0.1 * var3 * 18 / 17), rtol=1e-6, atol=1e-8):
+        if torch.allclose(rv3, 0.9 * rv30 + 0.1 * var3 * 6 / 5, rtol=1e-6, atol=1e-8):
+            raise _Wrong(
+                "For (N, C, L) input the unbiased factor is n / (n - 1) with n = N * L values "
+                "per channel (here 18), not N."
+            )
+        _check_running(rm3, rv3, rm30, rv30, mean3, var3, 18, 0.1, "For (N, C, L) input")
+    return (
+        "Outputs, gradients (through the batch statistics), running statistics, eval mode and "
+        "(N, C, L) input all match BatchNorm's, in float64."
+    )
+
+
+# ============================================================================ 7b variants
+
+
+def _variant_candidates(x, eps):
+    mean, var = _stats(x, (0,), unbiased=False)
+    _, var_u = _stats(x, (0,), unbiased=True)
+    sm, sv = _stats(x, (1,), unbiased=False)
+    return {
+        "full": (x - mean) / torch.sqrt(var + eps),
+        "mean-only": x - mean,
+        "variance-only": x / torch.sqrt(var + eps),
+        "rms": x / torch.sqrt((x**2).mean(0) + eps),
+        "unbiased": x / torch.sqrt(var_u + eps),
+        "no eps": x / torch.sqrt(var),
+        "eps outside": x / (torch.sqrt(var) + eps),
+        "per sample mean": x - sm[:, None],
+        "per sample var": x / torch.sqrt(sv[:, None] + eps),
+        "mean-only scaled by std": (x - mean) / torch.sqrt(var),
+    }
+
+
+_VARIANT_MESSAGES = {
+    "mean-only": {
+        "full": "`mean_only_norm` also divides by the standard deviation: that is full BN. "
+        "Mean-only subtracts the batch mean per feature and nothing else.",
+        "mean-only scaled by std": "`mean_only_norm` also divides by the standard deviation.",
+        "per sample mean": "`mean_only_norm` subtracts each sample's mean over its features "
+        "(dim=1); BN's mean is per feature, over the batch (dim=0).",
+        "variance-only": "`mean_only_norm` divides by the standard deviation instead of "
+        "subtracting the mean: the two functions are swapped.",
+    },
+    "variance-only": {
+        "full": "`variance_only_norm` also subtracts the mean: that is full BN. Variance-only "
+        "divides x itself by sqrt(var + eps).",
+        "rms": "`variance_only_norm` divides by the root mean square sqrt(mean(x**2) + eps), "
+        "which includes the mean. Divide by sqrt(var + eps), var being the (biased) variance "
+        "around the batch mean, as in BN.",
+        "unbiased": "`variance_only_norm` uses the unbiased variance (N-1); BN normalizes with "
+        "the biased one (divide by N).",
+        "no eps": "`variance_only_norm` lacks `eps` inside the square root.",
+        "eps outside": "`variance_only_norm` has `eps` outside the square root: sqrt(var + eps).",
+        "per sample var": "`variance_only_norm` uses each sample's variance over its features "
+        "(dim=1); BN's variance is per feature, over the batch (dim=0).",
+        "mean-only": "`variance_only_norm` subtracts the mean instead of dividing: the two "
+        "functions are swapped.",
+    },
+}
+
+VARIANT_NAMES = ("BN", "mean-only", "variance-only")
+
+
+@_check("7b")
+def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable):
+    """Exercise 7b. ``mean_only_norm(x, eps=1e-5)`` = x - batch mean; ``variance_only_norm(x,
+    eps=1e-5)`` = x / sqrt(biased batch variance + eps); both per feature over the batch, for
+    (N, C) input. ``variant_loss``: ``{"BN" | "mean-only" | "variance-only": [final validation
+    loss per seed]}``; ``stable``: the names whose final validation loss is below 1 on every
+    seed."""
+    _missing(
+        {"mean_only_norm": mean_only_norm, "variance_only_norm": variance_only_norm},
+        "Write the two functions.",
+    )
+    eps = 1e-5
+    x, *_ = _bn_inputs((16, 5), seed=3)
+    cands = _variant_candidates(x, eps)
+    for fn, name, key in (
+        (mean_only_norm, "mean_only_norm", "mean-only"),
+        (variance_only_norm, "variance_only_norm", "variance-only"),
+    ):
+        y = _as_tensor(_call(fn, x.clone(), name=name), name).detach().double()
+        if y.shape != x.shape:
+            raise _Wrong(f"`{name}` returned shape {tuple(y.shape)} for input {tuple(x.shape)}.")
+        if torch.allclose(y, cands[key], rtol=1e-5, atol=1e-6):
+            continue
+        for cand, message in _VARIANT_MESSAGES[key].items():
+            if torch.allclose(y, cands[cand], rtol=1e-5, atol=1e-6):
+                raise _Wrong(message)
+        raise _Wrong(
+            f"`{name}` differs from the {key} normalization by up to "
+            f"{(y - cands[key]).abs().max():.2e}."
+        )
+    # the invariances each variant keeps, measured on the learner's functions
+    z = torch.randn(16, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    shift = torch.linspace(-5, 5, 5, dtype=torch.float64)
+    scale = torch.linspace(0.2, 7, 5, dtype=torch.float64)
+    shift_change = (mean_only_norm(z + shift) - mean_only_norm(z)).abs().max().item()
+    scale_change = (variance_only_norm(z * scale) - variance_only_norm(z)).abs().max().item()
+    invariances = (
+        f"shifting each feature changes mean-only's output by {shift_change:.0e}; scaling each "
+        f"feature by a positive factor changes variance-only's by {scale_change:.0e}"
+    )
+    if variant_loss is None or stable is None:
+        raise _NotAttempted(
+            f"Both functions are right ({invariances}). Now run the experiment: "
+            f"`variant_loss` and `stable` are still None."
+        )
+    if not isinstance(variant_loss, dict) or set(variant_loss) != set(VARIANT_NAMES):
+        got = (
+            sorted(variant_loss) if isinstance(variant_loss, dict) else type(variant_loss).__name__
+        )
+        raise _Wrong(
+            f"`variant_loss` should be a dict with the keys {list(VARIANT_NAMES)}, got {got}."
+        )
+    losses = {}
+    for name, values in variant_loss.items():
+        if not isinstance(values, (list, tuple)) or len(values) < 3:
+            raise _Wrong(
+                f"`variant_loss[{name!r}]` should be a list with one final validation loss per "
+                f"seed, at least 3 seeds."
+            )
+        losses[name] = [_number(v, f"`variant_loss[{name!r}]` entries") for v in values]
+    if len({len(v) for v in losses.values()}) != 1:
+        raise _Wrong("Every variant needs the same seeds: the lists have different lengths.")
+    if isinstance(stable, str) or not isinstance(stable, (list, tuple, set)):
+        raise _Wrong(
+            f"`stable` should be a list of names from {list(VARIANT_NAMES)}, got {stable!r}."
+        )
+    unknown = [s for s in stable if s not in VARIANT_NAMES]
+    if unknown:
+        raise _Wrong(f"`stable` contains {unknown}: use names from {list(VARIANT_NAMES)}.")
+    truth = {n for n, v in losses.items() if all(math.isfinite(x) and x < 1 for x in v)}
+    if set(stable) != truth:
+        shown = "; ".join(f"{n}: {', '.join(f'{v:.3g}' for v in vs)}" for n, vs in losses.items())
+        raise _Wrong(
+            f"Your own losses are {shown}. Below 1 on every seed: {sorted(truth) or 'none'}."
+        )
+    return (
+        f"Both functions match their definitions ({invariances}). Stable (validation loss "
+        f"below 1 on every seed): {', '.join(sorted(truth)) or 'none'}."
+    )
