@@ -57,10 +57,15 @@ class SweepResult:
     ``train_loss``, ``val_loss``, ``val_acc``: float64 tensors of shape ``(len(replicas),
     epochs)``, row ``k`` for ``replicas[k]``; NaN after a replica diverged.
     ``diverged_at``: per replica the 1-based epoch whose loss became NaN/inf, or ``None``.
+    ``device``: where the replicas were trained (a rerun on another device differs by rounding,
+    which training amplifies).
     """
 
-    def __init__(self, models, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc):
+    def __init__(
+        self, models, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc, device="cpu"
+    ):
         self.models, self.seeds, self.lrs, self.epochs = models, seeds, lrs, epochs
+        self.device = torch.device(device)
         self.replicas = replicas
         self.train_loss, self.val_loss, self.val_acc = train_loss, val_loss, val_acc
         self.diverged_at = [r.history.diverged_at for r in replicas]
@@ -534,4 +539,6 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
             diverged_at=diverged_at,
         )
         replicas.append(Replica(name, seed, lr, history))
-    return SweepResult(specs, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc)
+    return SweepResult(
+        specs, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc, device=device
+    )

@@ -254,6 +254,27 @@ def test_batch_size(batch_results):
     wrong(check_batch_size(longer, diff, worst, show=False), "compare like with like")
 
 
+def test_batch_size_tolerates_gpu_rounding_but_not_a_wrong_size(batch_results, monkeypatch):
+    """Off the CPU a rerun is close, not equal: the nearest batch size within 5% identifies
+    the run; on the CPU only an (almost) exact match counts."""
+    from bnteach.exercises import batch_size as module
+
+    diff = {bs: mean_acc(r, "BN") - mean_acc(r, "plain") for bs, r in batch_results.items()}
+    worst = min(diff, key=diff.get)
+
+    def fake_gap(result, bs, model):  # as if each run were 1% off its own batch size
+        filed = next(b for b, r in batch_results.items() if r is result)
+        return 0.01 if bs == filed else 0.3
+
+    monkeypatch.setattr(module, "_trained_with_batch", fake_gap)
+    wrong(check_batch_size(batch_results, diff, worst, show=False), "does not match a fresh run")
+    for r in batch_results.values():
+        monkeypatch.setattr(r, "device", torch.device("cuda"), raising=False)
+    correct(check_batch_size(batch_results, diff, worst, show=False))
+    swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
+    wrong(check_batch_size(swapped, diff, worst, show=False), "matches batch_size=64")
+
+
 # ------------------------------------------------------------------------------ 5
 
 PLACEMENT = {"before": {"norm": "batch"}, "after": {"norm": "batch", "placement": "after"}}

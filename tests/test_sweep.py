@@ -220,6 +220,7 @@ def test_sweep_result_api(data):
     assert len(result) == len(result.replicas) == 12
     assert list(result.models) == ["plain", "BN"] and result.models["BN"]["norm"] == "batch"
     assert result.seeds == seeds and result.lrs == lrs and result.epochs == 2
+    assert result.device == torch.device("cpu")
     for t in (result.train_loss, result.val_loss, result.val_acc):
         assert isinstance(t, torch.Tensor) and t.shape == (12, 2) and t.isfinite().all()
     assert result.diverged_at == [None] * 12

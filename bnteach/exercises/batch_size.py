@@ -2,11 +2,15 @@
 statistics do not depend on the batch (9). Both verify that each run was really trained with
 the batch size it is filed under."""
 
+import torch
+
 from bnteach import sweep
 from bnteach.exercises._common import _check_table, _final, _mean, _result
 from bnteach.exercises.feedback import _check, _choice, _missing, _Wrong
 
 # ============================================================================ 4 batch size
+
+EXACT, ROUNDING = 1e-3, 5e-2  # relative first-epoch loss gap: on the CPU, on a GPU
 
 
 def _trained_with_batch(result, batch_size, model):
@@ -14,7 +18,14 @@ def _trained_with_batch(result, batch_size, model):
     and a fresh one-epoch run with ``batch_size``."""
     seed, lr = result.seeds[0], result.lrs[0]
     spec = {k: v for k, v in result.models[model].items()}
-    fresh = sweep.run(seeds=[seed], lrs=[lr], epochs=1, batch_size=batch_size, models={model: spec})
+    fresh = sweep.run(
+        seeds=[seed],
+        lrs=[lr],
+        epochs=1,
+        batch_size=batch_size,
+        models={model: spec},
+        device=getattr(result, "device", None),  # the same device: no cross-device rounding
+    )
     (h,) = result.histories(model=model, seed=seed, lr=lr)
     a, b = h.train_loss[0], fresh.replicas[0].history.train_loss[0]
     return abs(a - b) / max(abs(b), 1e-12)
@@ -48,14 +59,22 @@ def _check_batch_results(results, name, sizes, models):
             )
     model = next(iter(models))
     for bs, r in results.items():
-        if _trained_with_batch(r, bs, model) <= 1e-3:
+        own = _trained_with_batch(r, bs, model)
+        if own <= EXACT:
             continue
+        # Off the CPU a rerun differs by rounding that training amplifies (Adam at batch size 2
+        # takes 400 sign-like steps an epoch): the nearest batch size still identifies the run.
+        device = getattr(r, "device", None)
+        tol = EXACT if device is None or torch.device(device).type == "cpu" else ROUNDING
         errors = {b: _trained_with_batch(r, b, model) for b in results if b != bs}
-        actual = min(errors, key=errors.get, default=None)
-        if actual is not None and errors[actual] <= 1e-3:
+        errors[bs] = own
+        closest = min(errors, key=errors.get)
+        if closest == bs and own <= tol:
+            continue
+        if closest != bs and errors[closest] <= tol:
             raise _Wrong(
                 f"`{name}[{bs}]` was not trained with batch_size={bs}: its first epoch matches "
-                f"batch_size={actual}. Pass batch_size=bs to sweep.run inside your loop."
+                f"batch_size={closest}. Pass batch_size=bs to sweep.run inside your loop."
             )
         raise _Wrong(
             f"`{name}[{bs}]` does not match a fresh run with batch_size={bs}. Train with "
