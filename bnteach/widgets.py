@@ -264,7 +264,7 @@ class LayerExplorer(widgets.VBox):
     """
 
     def __init__(self, batch_size=16, momentum=0.1, shift=0.0, training=True, seed=0):
-        style = {"description_width": "90px"}
+        style = {"description_width": "110px"}
         batch = widgets.IntSlider(
             value=batch_size,
             min=1,

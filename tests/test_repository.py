@@ -138,3 +138,12 @@ def test_a_plain_install_ships_every_module(tmp_path):
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
     source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bnteach").rglob("*.py")}
     assert source <= shipped, f"missing from the wheel: {sorted(source - shipped)}"
+
+
+def test_lab_settings_override_is_installed_by_both_routes():
+    """No "Jupyter news" pop-up covering the widgets, for make lab and for Binder."""
+    settings = json.loads((ROOT / "binder/overrides.json").read_text())
+    notification = settings["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}
+    assert "binder/overrides.json" in (ROOT / "Makefile").read_text()
+    assert "binder/overrides.json" in (ROOT / "binder/postBuild").read_text()
