@@ -180,7 +180,8 @@ def _check_momentum(momentum):
 class BatchNorm1d(nn.Module):
     """Batch Normalization over (N, C) or (N, C, L) input; a drop-in for nn.BatchNorm1d.
 
-    weight, bias: (C,) learnable scale and shift (None unless affine).
+    weight, bias: (C,) learnable scale and shift (None unless affine; bias is also None
+    with bias=False, a keyword-only argument as in torch >= 2.13: scale, no shift).
     running_mean, running_var: (C,) buffers; num_batches_tracked: () long buffer
     (all None unless track_running_stats).
     momentum: weight of the NEW batch statistic in the running average (PyTorch's
@@ -198,6 +199,8 @@ class BatchNorm1d(nn.Module):
         track_running_stats=True,
         device=None,
         dtype=None,
+        *,
+        bias=True,
     ):
         super().__init__()
         _check_momentum(momentum)
@@ -209,8 +212,11 @@ class BatchNorm1d(nn.Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
-        else:
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:  # like torch: no bias without affine, whatever bias= says
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
@@ -233,11 +239,12 @@ class BatchNorm1d(nn.Module):
             self.num_batches_tracked.zero_()
 
     def reset_parameters(self):
-        """Reset the running statistics, weight to 1 and bias to 0."""
+        """Reset the running statistics, weight to 1 and bias (if any) to 0."""
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def forward(self, input):
         """input (N, C) or (N, C, L) -> output of the same shape."""
@@ -267,9 +274,11 @@ class BatchNorm1d(nn.Module):
         )
 
     def extra_repr(self):
+        # like torch >= 2.13: bias= reports whether there is a bias (False when not affine)
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
 
@@ -284,7 +293,8 @@ def bn_layers(model):
 def fold_into_linear(linear, bn):
     """Return a NEW nn.Linear equal to bn(linear(x)) with bn in eval mode.
 
-    linear: weight (C, in), bias (C,) or None.  bn: C features with running statistics.
+    linear: weight (C, in), bias (C,) or None.  bn: C features with running statistics;
+    its weight/bias may be None (affine=False, or bias=False): they then count as 1 and 0.
     s = weight / sqrt(running_var + eps);  W' = s[:, None] * W;  b' = (b - running_mean) * s + bias
     """
     if not isinstance(bn, (_BatchNorm, BatchNorm1d)):
@@ -330,13 +340,24 @@ def _model_device(model):
 
 
 def recalibrate(model, loader):
-    """Recompute every BN layer's running statistics as population statistics.
+    """Recompute every BN layer's running statistics from one pass over loader.
 
     One pass over loader (batches (x, y) or x, with x of shape (N, ...)) under no_grad,
-    BN layers in train mode with momentum=None (cumulative average), everything else in
-    eval mode (dropout off). Afterwards running_mean is the average of the batch means and
-    running_var the average of the unbiased batch variances. Training flags and momentum
-    are restored exactly. Returns model.
+    BN layers in train mode with momentum=None (cumulative average: every batch gets the
+    same weight), everything else in eval mode (dropout off). Each BN layer sees its input
+    as in training (earlier BN layers normalize with each batch's own statistics).
+    Afterwards, per channel:
+
+    - running_mean is the average of the per-batch means. That is the population mean of
+      the layer's input when all batches have the same size, or with one batch holding the
+      whole set (a smaller last batch counts as much as a full one).
+    - running_var is the average of the per-batch UNBIASED variances. For random batches
+      this equals the population variance only in expectation: it leaves out the spread
+      between the batch means, so it is not the variance of the whole set.
+    - With one batch holding the whole set, both are exactly the population statistics
+      (running_var the unbiased population variance, divided by n - 1).
+
+    Training flags and momentum are restored exactly. Returns model.
     """
     layers = [m for m in bn_layers(model) if m.running_mean is not None]
     if not layers:

@@ -22,6 +22,25 @@ from bnteach.batchnorm import (
 C = 4
 DT = torch.float64
 
+# torch.nn.BatchNorm1d gained the keyword-only bias= (and bias=... in its repr) in torch 2.13
+TORCH_BN_HAS_BIAS = "bias" in inspect.signature(nn.BatchNorm1d).parameters
+needs_torch_bn_bias = pytest.mark.skipif(
+    not TORCH_BN_HAS_BIAS,
+    reason="torch.nn.BatchNorm1d has no bias= keyword (nor bias= in its repr) in this PyTorch",
+)
+
+# (affine, bias) combinations for the torch-oracle tests; bias=False needs torch's keyword
+AFFINE_BIAS = [
+    pytest.param(True, True, id="affine"),
+    pytest.param(True, False, id="affine-nobias", marks=needs_torch_bn_bias),
+    pytest.param(False, True, id="noaffine"),
+]
+
+
+def bias_kwargs(bias):
+    """{} for the default bias=True (works on any torch), else {"bias": False}."""
+    return {} if bias else {"bias": False}
+
 
 def make_input(shape, seed):
     """Random float64 input with a non-zero per-channel mean and non-unit spread."""
@@ -30,9 +49,10 @@ def make_input(shape, seed):
     return x
 
 
-def make_pair(momentum, affine, track):
+def make_pair(momentum, affine, track, bias=True):
     """(torch BN, our BN) with identical arguments and identical random weight/bias."""
     kwargs = dict(momentum=momentum, affine=affine, track_running_stats=track, dtype=DT)
+    kwargs.update(bias_kwargs(bias))
     ref, ours = nn.BatchNorm1d(C, **kwargs), BatchNorm1d(C, **kwargs)
     if affine:
         g = torch.Generator().manual_seed(0)
@@ -40,7 +60,8 @@ def make_pair(momentum, affine, track):
             for m in (ref, ours):
                 g.manual_seed(0)
                 m.weight.copy_(torch.rand(C, generator=g, dtype=DT) + 0.5)
-                m.bias.copy_(torch.randn(C, generator=g, dtype=DT))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(C, generator=g, dtype=DT))
     return ref, ours
 
 
@@ -79,10 +100,10 @@ def step_and_compare(ref, ours, shape, seed):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("shape", [(8, C), (5, C, 3)], ids=["NC", "NCL"])
 @pytest.mark.parametrize("track", [True, False], ids=["track", "notrack"])
-@pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
+@pytest.mark.parametrize("affine, bias", AFFINE_BIAS)
 @pytest.mark.parametrize("momentum", [0.1, 0.3, None])
-def test_module_matches_torch(momentum, affine, track, shape, mode):
-    ref, ours = make_pair(momentum, affine, track)
+def test_module_matches_torch(momentum, affine, bias, track, shape, mode):
+    ref, ours = make_pair(momentum, affine, track, bias)
     if mode == "eval":  # give the running statistics non-trivial values first
         for seed in range(2):
             step_and_compare(ref, ours, shape, seed=100 + seed)
@@ -132,12 +153,41 @@ def test_mode_follows_self_training_not_grad_mode():
     assert_same_state(ref, ours)
 
 
-def test_extra_repr_reads_like_torch():
-    assert repr(BatchNorm1d(4)) == (
-        "BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)"
-    )
-    bn = BatchNorm1d(3, momentum=None, affine=False, track_running_stats=False)
-    assert "momentum=None, affine=False, track_running_stats=False" in repr(bn)
+@needs_torch_bn_bias
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"bias": False},
+        {"affine": False},
+        {"affine": False, "bias": False},
+        {"momentum": None, "affine": False, "track_running_stats": False},
+        {"eps": 1e-3, "momentum": 0.3, "bias": False, "track_running_stats": False},
+        {"momentum": 1.0, "eps": 0.0},
+    ],
+    ids=repr,
+)
+def test_repr_identical_to_torch(kwargs):
+    assert repr(BatchNorm1d(3, **kwargs)) == repr(nn.BatchNorm1d(3, **kwargs))
+
+
+def test_bias_false_has_weight_but_no_bias():
+    bn = BatchNorm1d(C, bias=False)
+    assert bn.bias is None and "bias" in bn._parameters  # registered as None, like torch
+    assert [n for n, _ in bn.named_parameters()] == ["weight"]
+    assert "bias" not in bn.state_dict()
+    with torch.no_grad():
+        bn.weight.add_(1.0)
+    bn.reset_parameters()
+    assert torch.equal(bn.weight, torch.ones(C))
+    x = make_input((8, C), seed=0).float()
+    bn.eval()
+    expected = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight
+    torch.testing.assert_close(bn(x), expected)
+    # without affine there is no bias whatever bias= says
+    assert BatchNorm1d(C, affine=False, bias=True).bias is None
+    with pytest.raises(TypeError):
+        BatchNorm1d(C, 1e-5, 0.1, True, True, None, None, False)  # bias is keyword-only
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.1, 0.9, 1.0, None])
@@ -183,22 +233,27 @@ def _train_a_few_steps(bn):
 
 
 @pytest.mark.parametrize("track", [True, False], ids=["track", "notrack"])
-@pytest.mark.parametrize("affine", [True, False], ids=["affine", "noaffine"])
-def test_state_dict_keys_identical(affine, track):
-    ref = nn.BatchNorm1d(C, affine=affine, track_running_stats=track)
-    ours = BatchNorm1d(C, affine=affine, track_running_stats=track)
+@pytest.mark.parametrize("affine, bias", AFFINE_BIAS)
+def test_state_dict_keys_identical(affine, bias, track):
+    kwargs = dict(affine=affine, track_running_stats=track, **bias_kwargs(bias))
+    ref, ours = nn.BatchNorm1d(C, **kwargs), BatchNorm1d(C, **kwargs)
     assert list(ours.state_dict()) == list(ref.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
 
 
+@pytest.mark.parametrize("bias", [True, pytest.param(False, marks=needs_torch_bn_bias)])
 @pytest.mark.parametrize("direction", ["ours_to_torch", "torch_to_ours"])
-def test_state_dict_round_trip(direction):
-    ref, ours = make_pair(0.3, True, True)
+def test_state_dict_round_trip(direction, bias):
+    ref, ours = make_pair(0.3, True, True, bias)
     src, dst = (ours, ref) if direction == "ours_to_torch" else (ref, ours)
     _train_a_few_steps(src)
     dst.load_state_dict(src.state_dict(), strict=True)
     assert_same_state(src, dst)
     torch.testing.assert_close(dst.weight, src.weight)
-    torch.testing.assert_close(dst.bias, src.bias)
+    if bias:
+        torch.testing.assert_close(dst.bias, src.bias)
+    else:
+        assert src.bias is None and dst.bias is None
     src.eval()
     dst.eval()
     x = make_input((6, C), seed=9)
@@ -352,14 +407,16 @@ def test_fold_into_linear_matches_bn_of_linear(bn_cls, affine, linear_bias, dtyp
     assert torch.equal(linear.weight, W_before)  # the original is untouched
 
 
-@pytest.mark.skipif(
-    "bias" not in inspect.signature(nn.BatchNorm1d).parameters,
-    reason="torch.nn.BatchNorm1d has no bias= keyword in this PyTorch",
+@pytest.mark.parametrize(
+    "bn_cls",
+    [pytest.param(nn.BatchNorm1d, marks=needs_torch_bn_bias), BatchNorm1d],
+    ids=["torchBN", "ourBN"],
 )
-def test_fold_into_linear_torch_bn_without_bias():
+def test_fold_into_linear_bn_without_bias(bn_cls):
     linear = nn.Linear(3, C, dtype=DT)
-    bn = nn.BatchNorm1d(C, bias=False, dtype=DT)
+    bn = bn_cls(C, bias=False, dtype=DT)
     with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
         bn(linear(torch.randn(16, 3, dtype=DT) * 3 + 1))
     bn.eval()
     x = torch.randn(5, 3, dtype=DT)
@@ -404,8 +461,9 @@ def test_bn_layers_finds_torch_and_ours_only():
 # ----------------------------------------------------------------------------- recalibrate
 
 
-def _expected_population_stats(model, batches):
-    """By hand: what BN1/BN2 see during a train-mode BN pass with dropout off."""
+def _expected_recalibrated_stats(model, batches):
+    """By hand: what BN1/BN2 see during a train-mode BN pass with dropout off; per layer,
+    (average of the batch means, average of the unbiased batch variances)."""
     lin1, bn1, lin2 = model[0], model[1], model[4]
     seen1, seen2 = [], []
     with torch.no_grad():
@@ -416,14 +474,17 @@ def _expected_population_stats(model, batches):
             seen1.append(h)
             seen2.append(lin2(z))
     return [
-        (torch.cat(seen).mean(0), torch.stack([s.var(0, unbiased=True) for s in seen]).mean(0))
+        (
+            torch.stack([s.mean(0) for s in seen]).mean(0),
+            torch.stack([s.var(0, unbiased=True) for s in seen]).mean(0),
+        )
         for seen in (seen1, seen2)
     ]
 
 
 @pytest.mark.parametrize("n_batches", [1, 4])
 @pytest.mark.parametrize("mode_before", ["train", "eval", "mixed"])
-def test_recalibrate_gives_population_statistics(n_batches, mode_before):
+def test_recalibrate_averages_per_batch_statistics(n_batches, mode_before):
     model = _model()
     X = torch.randn(64, 3, dtype=DT) * 2 + 1
     y = torch.zeros(64)
@@ -438,14 +499,18 @@ def test_recalibrate_gives_population_statistics(n_batches, mode_before):
     batches = list(zip(X.chunk(n_batches), y.chunk(n_batches), strict=True))
     assert recalibrate(model, batches) is model
 
-    expected = _expected_population_stats(model, [x for x, _ in batches])
+    expected = _expected_recalibrated_stats(model, [x for x, _ in batches])
     for bn, (mean, var) in zip(bn_layers(model), expected, strict=True):
         torch.testing.assert_close(bn.running_mean, mean, rtol=0, atol=1e-10)
         torch.testing.assert_close(bn.running_var, var, rtol=0, atol=1e-10)
         assert bn.num_batches_tracked.item() == n_batches
+    h = model[0](X).detach()  # the whole set, as the first BN layer sees it
+    # equal batch sizes: the average of the batch means is the population mean
+    torch.testing.assert_close(model[1].running_mean, h.mean(0))
     if n_batches == 1:  # one batch over everything: the unbiased population variance
-        h = model[0](X).detach()
         torch.testing.assert_close(model[1].running_var, h.var(0, unbiased=True))
+    else:  # the spread between the batch means is left out
+        assert not torch.allclose(model[1].running_var, h.var(0, unbiased=True))
     assert [m.training for m in model.modules()] == flags
     assert (model[1].momentum, model[5].momentum) == (0.1, 0.3)
 
@@ -456,6 +521,38 @@ def test_recalibrate_with_dataloader_and_bare_tensors():
     loader = torch.utils.data.DataLoader(X, batch_size=32)  # yields bare tensors
     recalibrate(model, loader)
     torch.testing.assert_close(model[1].running_mean, model[0](X).detach().mean(0))
+
+
+def test_recalibrate_unequal_batches_weight_each_batch_equally():
+    model = _model()
+    X = torch.randn(40, 3, dtype=DT) * 2 + 1
+    batches = [X[:32], X[32:]]
+    recalibrate(model, batches)
+    h = [model[0](x).detach() for x in batches]
+    expected = (h[0].mean(0) + h[1].mean(0)) / 2
+    torch.testing.assert_close(model[1].running_mean, expected, rtol=0, atol=1e-10)
+    assert not torch.allclose(model[1].running_mean, torch.cat(h).mean(0))
+
+
+@pytest.mark.parametrize(
+    "bn_cls",
+    [pytest.param(nn.BatchNorm1d, marks=needs_torch_bn_bias), BatchNorm1d],
+    ids=["torchBN", "ourBN"],
+)
+def test_recalibrate_freeze_unfreeze_with_bn_without_bias(bn_cls):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, C, dtype=DT), bn_cls(C, bias=False, dtype=DT))
+    X = torch.randn(32, 3, dtype=DT)
+    recalibrate(model, [X])
+    torch.testing.assert_close(model[1].running_mean, model[0](X).detach().mean(0))
+    freeze(model)
+    model.train()
+    assert not model[1].training and not model[1].weight.requires_grad
+    before = _bn_snapshot(model)
+    _train_step(model, seed=0)
+    assert _all_equal(_bn_snapshot(model), before)
+    unfreeze(model)
+    assert model[1].weight.requires_grad and model[1].bias is None
 
 
 def test_recalibrate_errors():
