@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 .PHONY: lab test lint bench clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml binder/overrides.json
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "bnteach needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version 2>&1)."; \
+		echo "Point make at a newer one, e.g.  make lab PYTHON=python3.12"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt

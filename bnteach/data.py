@@ -24,7 +24,8 @@ def load_data(
     ``make_classification(n_samples, n_features, n_informative=n_features // 2,
     n_redundant=n_features // 4, n_classes=2, flip_y=noise, random_state=seed)``, split
     ``test_size`` for validation with ``random_state=seed``. The defaults reproduce the starting
-    tutorial (800 train / 200 validation). ``noise`` is the fraction of labels flipped at random.
+    tutorial (800 train / 200 validation). ``noise`` is the fraction of samples given a random
+    label (``flip_y``); with two classes about half of those keep their class by chance.
 
     The ``StandardScaler`` is fitted on the training split only. ``leak=True`` reproduces the
     tutorial's mistake (scaler fitted on all samples before the split) so you can measure it.
@@ -36,9 +37,10 @@ def load_data(
             f"n_features must be an integer >= 4 (some informative, some redundant), "
             f"got {n_features!r}."
         )
-    if not 0.0 <= noise < 0.5:
+    if not 0.0 <= noise <= 1.0:
         raise ValueError(
-            f"noise is the fraction of flipped labels and must be in [0, 0.5), got {noise!r}."
+            f"noise is the fraction of samples given a random label and must be in [0, 1], "
+            f"got {noise!r}."
         )
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")

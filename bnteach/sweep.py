@@ -413,6 +413,8 @@ class _Group:
 
     def freeze(self, dead):
         """Stop replicas ``dead`` (bool (R,)): zero their lr, parameters and Adam state."""
+        if not dead.any():  # one sync per epoch; keeps the shared-lr fast path while all live
+            return
         self.lr.masked_fill_(dead, 0.0)
         self.same_lr = None
         for t in (self.params, self.exp_avg, self.exp_avg_sq):

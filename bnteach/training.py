@@ -26,6 +26,11 @@ class History:
     def diverged(self):
         return self.diverged_at is not None
 
+    def __iter__(self):
+        """Unpacks like the starting tutorial's return value:
+        ``train_losses, val_losses = train_model(...)``."""
+        return iter((self.train_loss, self.val_loss))
+
     def __repr__(self):
         done = len(self.train_loss)
         if done == 0:

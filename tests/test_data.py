@@ -57,7 +57,7 @@ def test_options_vary_the_data():
     [
         ({"n_samples": 5}, "n_samples"),
         ({"n_features": 2}, "n_features"),
-        ({"noise": 0.7}, "flipped labels"),
+        ({"noise": 1.5}, "random label"),
         ({"test_size": 1.5}, "test_size"),
     ],
 )

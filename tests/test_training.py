@@ -140,5 +140,11 @@ def test_prints_like_the_tutorial(small, capsys):
     assert printed == ["1/10", "5/10", "10/10"]
 
 
+def test_history_unpacks_like_the_tutorial(small):
+    _, h = run(SimpleMLP, small, epochs=2)
+    train_losses, val_losses = h
+    assert train_losses == h.train_loss and val_losses == h.val_loss and len(train_losses) == 2
+
+
 def test_history_repr_before_training():
     assert "no epochs run" in repr(History(lr=0.1, epochs=3))
