@@ -15,7 +15,7 @@ from torch import nn
 
 from bnteach import exercises, sweep
 from bnteach.batchnorm import freeze
-from bnteach.data import load_data
+from bnteach.data import load_data, make_loaders
 from bnteach.exercises import (
     check_activation,
     check_batch_norm,
@@ -29,8 +29,10 @@ from bnteach.exercises import (
     check_norm_variants,
     check_placement,
     check_scale_invariance,
+    forward_pass,
 )
 from bnteach.models import MLP, count_parameters
+from bnteach.training import train_model
 
 SEEDS = [0, 1, 2]
 
@@ -115,6 +117,22 @@ def test_a_check_never_raises_and_leaves_the_global_rng_alone():
     check_fold(lambda m: 1 / 0, show=False)
     check_scale_invariance(lambda m, a: m, None, None, None, show=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_error_of_the_check_itself_is_reported_as_such(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(forward_pass, "_bn_inputs", broken)
+    fb = check_batch_norm(bn_solution, show=False)
+    assert fb.status == "wrong" and not fb.correct
+    assert "Internal error of the check" in fb.message, fb.message
+    assert "RuntimeError: boom" in fb.message and "report" in fb.message
+    assert "not a verdict on your answer" in fb.message
+    assert exercises.progress().status("7a") == "wrong"
+    # an error raised by the learner's own function is still the learner's
+    fb = check_fold(lambda m: 1 / 0, show=False)
+    assert "ZeroDivisionError" in fb.message and "Internal error" not in fb.message
 
 
 # ------------------------------------------------------------------------------ 1
@@ -482,38 +500,123 @@ def full(x, eps=1e-5):
     return (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + eps)
 
 
-LOSSES = {"BN": [0.3, 0.35, 0.34], "mean-only": [2e4, 0.5, 9e4], "variance-only": [0.3, 0.33, 0.36]}
+class FunctionNorm(nn.Module):
+    """The notebook's FunctionNorm: fn(x) * weight + bias."""
+
+    def __init__(self, fn, num_features):
+        super().__init__()
+        self.fn = fn
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x):
+        return self.fn(x) * self.weight + self.bias
 
 
-def test_norm_variants():
-    fb = correct(
-        check_norm_variants(mean_only, variance_only, LOSSES, ["BN", "variance-only"], show=False)
-    )
-    assert "mean-only's output by" in fb.message
-    nan_losses = {**LOSSES, "variance-only": [0.3, float("nan"), 0.2]}
+def train_variant(fn, seed, lr=1.0, epochs=10):
+    """The notebook's train_variant, as a learner runs it."""
+    X_train, X_val, y_train, y_val = load_data()
+    torch.manual_seed(seed)
+    model = MLP(norm="batch")
+    for i, layer in enumerate(model.network):
+        if isinstance(layer, nn.BatchNorm1d):
+            model.network[i] = FunctionNorm(fn, layer.num_features)
+    loaders = make_loaders(X_train, X_val, y_train, y_val, seed=seed)
+    return train_model(model, *loaders, epochs=epochs, lr=lr, verbose=False)
+
+
+VARIANTS = {"BN": full, "mean-only": mean_only, "variance-only": variance_only}
+
+
+@pytest.fixture(scope="module")
+def variant_runs():
+    return {name: [train_variant(fn, seed) for seed in SEEDS] for name, fn in VARIANTS.items()}
+
+
+def losses_of(runs, metric="val_loss"):
+    return {name: [getattr(h, metric)[-1] for h in hs] for name, hs in runs.items()}
+
+
+def test_norm_variants(variant_runs):
+    losses = losses_of(variant_runs)
+    assert min(losses["mean-only"]) > 1000 and max(losses["variance-only"]) < 1  # the facts
+    stable = ["BN", "variance-only"]
+    fb = correct(check_norm_variants(mean_only, variance_only, losses, stable, show=False))
+    assert "mean-only's output by" in fb.message and "re-run of seed 0" in fb.message
+    nan_losses = {**losses, "variance-only": [losses["variance-only"][0], float("nan"), 0.2]}
     correct(check_norm_variants(mean_only, variance_only, nan_losses, ["BN"], show=False))
     fb = not_attempted(check_norm_variants(mean_only, variance_only, None, None, show=False))
     assert "Both functions are right" in fb.message
     not_attempted(check_norm_variants(None, None, None, None, show=False))
     wrong(
-        check_norm_variants(mean_only, variance_only, LOSSES, ["BN"], show=False), "Your own losses"
+        check_norm_variants(mean_only, variance_only, losses, ["BN"], show=False), "Your own losses"
     )
     wrong(
-        check_norm_variants(full, variance_only, LOSSES, ["BN"], show=False),
+        check_norm_variants(full, variance_only, losses, ["BN"], show=False),
         "`mean_only_norm` also divides",
     )
     wrong(
-        check_norm_variants(mean_only, full, LOSSES, ["BN"], show=False),
+        check_norm_variants(mean_only, full, losses, ["BN"], show=False),
         "`variance_only_norm` also subtracts the mean",
     )
     rms = lambda x, eps=1e-5: x / torch.sqrt((x**2).mean(0) + eps)  # noqa: E731
-    wrong(check_norm_variants(mean_only, rms, LOSSES, ["BN"], show=False), "root mean square")
-    wrong(check_norm_variants(variance_only, mean_only, LOSSES, ["BN"], show=False), "swapped")
+    wrong(check_norm_variants(mean_only, rms, losses, ["BN"], show=False), "root mean square")
+    wrong(check_norm_variants(variance_only, mean_only, losses, ["BN"], show=False), "swapped")
     per_sample = lambda x, eps=1e-5: x - x.mean(1, keepdim=True)  # noqa: E731
-    wrong(check_norm_variants(per_sample, variance_only, LOSSES, ["BN"], show=False), "dim=1")
+    wrong(check_norm_variants(per_sample, variance_only, losses, ["BN"], show=False), "dim=1")
     wrong(
         check_norm_variants(mean_only, variance_only, {"BN": [0.3]}, ["BN"], show=False),
         "should be a dict with the keys",
+    )
+
+
+def test_norm_variants_ties_the_losses_to_real_runs(variant_runs):
+    losses = losses_of(variant_runs)
+    everything = list(VARIANTS)
+    # made-up numbers that call every variant stable: the re-run of seed 0 diverges
+    made_up = {**losses, "mean-only": [0.4, 0.5, 0.45]}
+    fb = wrong(
+        check_norm_variants(mean_only, variance_only, made_up, everything, show=False),
+        "re-ran that run with your function",
+        "not 0.4",
+    )
+    assert f"{losses['mean-only'][0]:.4g}" in fb.message
+    # rounding differences (another device) are fine, a stable loss far off is not
+    nudged = {**losses, "BN": [losses["BN"][0] * 1.3] + losses["BN"][1:]}
+    correct(
+        check_norm_variants(mean_only, variance_only, nudged, ["BN", "variance-only"], show=False)
+    )
+    far = {**losses, "BN": [losses["BN"][0] * 2.5] + losses["BN"][1:]}
+    wrong(
+        check_norm_variants(mean_only, variance_only, far, ["BN", "variance-only"], show=False),
+        "re-ran that run",
+    )
+    accuracies = losses_of(variant_runs, "val_acc")
+    wrong(
+        check_norm_variants(mean_only, variance_only, accuracies, everything, show=False),
+        "the final validation accuracy",
+        "h.val_loss[-1]",
+    )
+    train_losses = {
+        **losses,
+        "variance-only": losses_of(variant_runs, "train_loss")["variance-only"],
+    }
+    wrong(
+        check_norm_variants(mean_only, variance_only, train_losses, ["BN"], show=False),
+        "the final training loss",
+    )
+    swapped = {**losses, "variance-only": losses["mean-only"], "mean-only": losses["variance-only"]}
+    wrong(
+        check_norm_variants(mean_only, variance_only, swapped, ["BN", "mean-only"], show=False),
+        "the variance-only net's loss",
+    )
+    slow = {
+        **losses,
+        "mean-only": [train_variant(mean_only, 0, lr=0.01).val_loss[-1]] + losses["mean-only"][1:],
+    }
+    wrong(
+        check_norm_variants(mean_only, variance_only, slow, everything, show=False),
+        "learning rate 0.01",
     )
 
 
@@ -541,15 +644,31 @@ def ratio(a, training=True, norm="batch", layer=0):
     return norms[1] / norms[0]
 
 
-INIT_ACC = {
-    ("none", 1): [0.94, 0.92, 0.93],
-    ("none", 100): [0.84, 0.76, 0.8],
-    ("batch", 1): [0.95, 0.96, 0.95],
-    ("batch", 100): [0.94, 0.89, 0.92],
-}
+def init_run(norm, a, seed, epochs=10):
+    """One run of exercise 8, as a learner runs it; a History."""
+    X_train, X_val, y_train, y_val = load_data()
+    torch.manual_seed(seed)
+    model = scale_hidden(MLP(norm=norm), a)
+    loaders = make_loaders(X_train, X_val, y_train, y_val, seed=seed)
+    return train_model(model, *loaders, epochs=epochs, lr=0.01, verbose=False)
 
 
-def test_scale_invariance():
+@pytest.fixture(scope="module")
+def init_runs():
+    return {
+        (n, a): [init_run(n, a, seed) for seed in SEEDS]
+        for n in ("none", "batch")
+        for a in (1, 100)
+    }
+
+
+def final(runs, metric="val_acc"):
+    return {k: [getattr(h, metric)[-1] for h in hs] for k, hs in runs.items()}
+
+
+def test_scale_invariance(init_runs):
+    INIT_ACC = final(init_runs)
+    assert statistics.mean(INIT_ACC["batch", 100]) > statistics.mean(INIT_ACC["none", 100])
     ratios = {a: ratio(a) for a in (0.1, 10, 100)}
     assert abs(ratios[100] - 0.01) < 1e-3  # the fact itself: the gradient scales as 1/a
     fb = correct(check_scale_invariance(scale_hidden, ratios, INIT_ACC, "batch", show=False))
@@ -578,7 +697,7 @@ def test_scale_invariance():
     output_layer = {a: ratio(a, layer=-1) for a in (10, 100)}
     wrong(
         check_scale_invariance(scale_hidden, output_layer, INIT_ACC, "batch", show=False),
-        "measure network[0].weight.grad".capitalize()[:0] or "network[0].weight.grad",
+        "network[0].weight.grad",
     )
     for bad in (
         {a: ratio(a, training=False) for a in (10, 100)},
@@ -596,6 +715,28 @@ def test_scale_invariance():
         check_scale_invariance(scale_hidden, ratios, {("none", 1): [0.9]}, "batch", show=False),
         "exactly the keys",
     )
+
+
+def test_scale_invariance_ties_the_accuracies_to_real_runs(init_runs):
+    accs = final(init_runs)
+    ratios = {a: ratio(a) for a in (10, 100)}
+
+    def check(init_acc):
+        return check_scale_invariance(scale_hidden, ratios, init_acc, "batch", show=False)
+
+    made_up = {**accs, ("none", 100): [0.6, 0.62, 0.61]}
+    fb = wrong(check(made_up), "the check's re-run of seed 0 gives", "0.600")
+    assert f"{accs['none', 100][0]:.3f}" in fb.message
+    # rounding differences (another device) are fine
+    nudged = {**accs, ("none", 100): [accs["none", 100][0] + 0.02] + accs["none", 100][1:]}
+    correct(check(nudged))
+    unscaled = {**accs, ("none", 100): accs["none", 1]}
+    wrong(check(unscaled), "without scaling", "scale_hidden_layers(model, a)")
+    losses = final(init_runs, "val_loss")
+    wrong(check({**accs, ("batch", 1): losses["batch", 1]}), "the final validation loss")
+    longer = [init_run("none", 100, seed, epochs=25).val_acc[-1] for seed in SEEDS]
+    if abs(longer[0] - accs["none", 100][0]) > 0.04:
+        wrong(check({**accs, ("none", 100): longer}), "25 epochs")
 
 
 # ------------------------------------------------------------------------------ 9

@@ -1,8 +1,11 @@
 """Self-checks for the exercises of notebook 05.
 
 Every ``check_*`` function takes the learner's answers and verifies them by computing: numbers
-are recomputed from the learner's own runs (a ``SweepResult``), claims are compared with those
-numbers, and functions the learner wrote are run on test inputs and compared with a reference.
+are recomputed from the learner's own runs (a ``SweepResult``); where the learner reports
+numbers from runs the check cannot see (7b, 8), it re-runs seed 0 with the exercise's settings
+(and the learner's functions) and compares; claims are compared with those numbers, and
+functions the learner wrote are run on test inputs and compared with a reference. An error in
+the check itself is reported as an internal error, not as a verdict on the answer.
 It returns a :class:`Feedback`: ``"correct"`` (restating what was measured), ``"wrong"`` (a
 message aimed at the mistake found, e.g. "you normalized with the unbiased variance") or
 ``"not attempted"`` (the answer is still the placeholder). A check never raises because of an

@@ -5,7 +5,8 @@ Inside a check, raising ``_Wrong`` or ``_NotAttempted`` stops it with that statu
 helpers at the end read the learner's answers and raise them: placeholders (``_missing``,
 ``_call``), a number or a choice of the wrong kind (``_number``, ``_choice``); ``_same``
 compares numbers with a tolerance. The decorator catches every other exception too, so a
-check never raises.
+check never raises: such an exception is a bug of the check (errors of the learner's code are
+wrapped by ``_call``), and its feedback says so and asks to report it.
 """
 
 import functools
@@ -152,6 +153,16 @@ class _NotAttempted(Exception):
     """Raised inside a check to stop with a "not attempted" feedback."""
 
 
+def _internal_error(exercise, err):
+    """The message for an exception the check did not raise on purpose. Errors of the learner's
+    own code are wrapped as _Wrong where it is called (``_call``), so this is the checker's."""
+    return (
+        f"Internal error of the check for exercise {exercise} (not a verdict on your answer): "
+        f"{type(err).__name__}: {err}. Please report it to the course maintainers, with the "
+        f"answer you passed; meanwhile compare your answer with what the exercise asks for."
+    )
+
+
 def _check(exercise):
     """Turn a function that returns a message (or raises _Wrong/_NotAttempted) into a check."""
 
@@ -165,12 +176,8 @@ def _check(exercise):
                 fb = Feedback(WRONG, str(err))
             except _NotAttempted as err:
                 fb = Feedback(NOT_ATTEMPTED, str(err))
-            except Exception as err:  # an answer this check did not foresee: never crash
-                fb = Feedback(
-                    WRONG,
-                    f"Checking your answer raised {type(err).__name__}: {err}. Compare your answer "
-                    f"with what the exercise asks for (types, names, shapes).",
-                )
+            except Exception as err:  # a bug in the check itself: never crash, never blame
+                fb = Feedback(WRONG, _internal_error(exercise, err))
             fb = Feedback(fb.status, fb.message, EXERCISES[exercise])
             _RESULTS[exercise] = fb
             if show:

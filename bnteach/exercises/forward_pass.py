@@ -1,13 +1,26 @@
 """Checks of normalization functions the learner writes: the BN forward pass (7a: output,
 gradients, running statistics, eval mode, (N, C, L) input) and the mean-only and
-variance-only variants (7b). A wrong output is matched against the usual wrong versions
-(unbiased variance, misplaced eps, wrong axes, ...) to name the mistake."""
+variance-only variants (7b: the functions, then the learner's training losses, tied to a re-run
+of seed 0 with the learner's own functions). A wrong output is matched against the usual wrong
+versions (unbiased variance, misplaced eps, wrong axes, ...) to name the mistake."""
 
 import math
 
 import torch
+from torch import nn
 
-from bnteach.exercises.feedback import _call, _check, _missing, _NotAttempted, _number, _Wrong
+from bnteach.data import load_data, make_loaders
+from bnteach.exercises.feedback import (
+    _call,
+    _check,
+    _missing,
+    _NotAttempted,
+    _number,
+    _same,
+    _Wrong,
+)
+from bnteach.models import MLP
+from bnteach.training import train_model
 
 # ============================================================================ 7a BN forward
 
@@ -413,14 +426,149 @@ _VARIANT_MESSAGES = {
 
 VARIANT_NAMES = ("BN", "mean-only", "variance-only")
 
+# The exercise's training setup (the notebook's `train_variant`): learning rate 1.0, 10 epochs.
+VARIANT_LR, VARIANT_EPOCHS = 1.0, 10
+
+
+def _full_norm(x, eps=1e-5):
+    """BN's normalization, per feature over the batch (the notebook's `full_norm`)."""
+    mean = x.mean(dim=0)
+    var = ((x - mean) ** 2).mean(dim=0)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+class _FunctionNorm(nn.Module):
+    """The notebook's FunctionNorm: fn(x) * weight + bias, batch statistics always."""
+
+    def __init__(self, fn, num_features):
+        super().__init__()
+        self.fn = fn
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x):
+        return self.fn(x) * self.weight + self.bias
+
+
+def _train_variant(fn, seed, name, lr=VARIANT_LR, epochs=VARIANT_EPOCHS):
+    """The notebook's ``train_variant(fn, seed)`` on the CPU: the tutorial's BN net with
+    _FunctionNorm(fn) in place of each BN layer, trained; a History."""
+    X_train, X_val, y_train, y_val = load_data()
+    torch.manual_seed(seed)
+    model = MLP(20, (128, 64), norm="batch")
+    for i, layer in enumerate(model.network):
+        if isinstance(layer, nn.BatchNorm1d):
+            model.network[i] = _FunctionNorm(fn, layer.num_features)
+    loaders = make_loaders(X_train, X_val, y_train, y_val, seed=seed)
+    try:
+        return train_model(model, *loaders, epochs=epochs, lr=lr, verbose=False)
+    except Exception as err:
+        raise _Wrong(
+            f"Re-running seed {seed} with your `{name}` in the net raised "
+            f"{type(err).__name__}: {err}"
+        ) from None
+
+
+def _unstable(loss):
+    return not (math.isfinite(loss) and loss < 1)
+
+
+def _equal(value, expected):
+    """Equal up to float rounding: what the same run on the same device gives."""
+    return _same(value, expected, 0) or abs(value - expected) <= 1e-5 * abs(expected)
+
+
+def _same_run(value, expected):
+    """Whether two final validation losses can come from the same run. Runs on another device
+    (a GPU), or with a function that rounds differently, end a little differently, and at
+    learning rate 1.0 even a little can grow: equal, both diverged (not below 1), or both
+    below 1 and within a factor 2."""
+    if _equal(value, expected):
+        return True
+    if _unstable(value) or _unstable(expected):
+        return _unstable(value) and _unstable(expected)
+    return value > 0 and expected / 2 <= value <= expected * 2
+
+
+def _max_change(fn, name, x1, x2):
+    """The largest difference between the learner's fn at x1 and at x2."""
+    return (_call(fn, x1, name=name) - _call(fn, x2, name=name)).abs().max().item()
+
+
+def _fmt_loss(loss):
+    return f"{loss:.4g}"
+
+
+def _check_variant_losses(losses, fns):
+    """Tie the learner's losses to real runs: re-run seed 0 (the first entry) of every variant
+    with the learner's functions and compare; name the usual mix-ups (accuracy, training loss,
+    learning rate, another variant's numbers). Returns {name: re-run History}."""
+    runs = {name: _train_variant(fn, 0, label) for name, (fn, label) in fns.items()}
+    truth = {name: h.val_loss[-1] for name, h in runs.items()}
+    for name in VARIANT_NAMES:
+        value, h, (fn, label) = losses[name][0], runs[name], fns[name]
+        if _equal(value, truth[name]):
+            continue
+        where = f"`variant_loss[{name!r}][0]` is {_fmt_loss(value)}"
+        rerun = f"the check's re-run of seed 0 gives {_fmt_loss(truth[name])}"
+        # the usual mix-ups, (what the mistake gives, message), recognised when they match
+        # exactly: on the CPU the learner's run and the check's are the same computation
+        mistakes = [
+            (
+                lambda h=h: h.train_loss[-1],
+                f"{where}, the final training loss: report the final validation loss, "
+                f"`h.val_loss[-1]` ({rerun}).",
+            ),
+            (
+                lambda h=h: h.val_acc[-1],
+                f"{where}, about the final validation accuracy ({h.val_acc[-1]:.3f}): report "
+                f"the final validation loss, `h.val_loss[-1]` ({rerun}).",
+            ),
+            (
+                lambda fn=fn, label=label: _train_variant(fn, 0, label, lr=0.01).val_loss[-1],
+                f"{where}, what seed 0 gives at learning rate 0.01 (train_model's default). The "
+                f"exercise trains at learning rate {VARIANT_LR:g} (`train_variant`'s default): "
+                f"{rerun}.",
+            ),
+        ] + [
+            (
+                lambda other=other: truth[other],
+                f"{where}, the {other} net's loss (the check's re-run of seed 0 gives "
+                f"{_fmt_loss(truth[other])} for {other} and {_fmt_loss(truth[name])} for "
+                f"{name}). Check which function each entry was trained with.",
+            )
+            for other in VARIANT_NAMES
+            if other != name
+        ]
+        for mistake, message in mistakes:
+            if _equal(value, mistake()):
+                raise _Wrong(message)
+        if _same_run(value, truth[name]):
+            continue  # the same run on another device, or with other rounding
+        # an accuracy stands apart from a stable loss: recognise it loosely too (within 0.04,
+        # 8 of the 200 validation samples); other mix-ups would match any made-up loss
+        if abs(value - h.val_acc[-1]) <= 0.04:
+            raise _Wrong(mistakes[1][1])
+        yours = " with your function" if name != "BN" else ""
+        raise _Wrong(
+            f"`variant_loss[{name!r}]` should start with seed 0's final validation loss, but "
+            f"the check re-ran that run{yours} (seed 0, learning rate {VARIANT_LR:g}, "
+            f"{VARIANT_EPOCHS} epochs, `h.val_loss[-1]`) and got "
+            f"{_fmt_loss(truth[name])}, not {_fmt_loss(value)}. (Another device or rounding "
+            f"changes it a little, not this much.) Fill `variant_loss` from your own runs, "
+            f"`train_variant(fn, seed).val_loss[-1]` for seeds 0, 1 and 2 in that order."
+        )
+    return runs
+
 
 @_check("7b")
 def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable):
     """Exercise 7b. ``mean_only_norm(x, eps=1e-5)`` = x - batch mean; ``variance_only_norm(x,
     eps=1e-5)`` = x / sqrt(biased batch variance + eps); both per feature over the batch, for
     (N, C) input. ``variant_loss``: ``{"BN" | "mean-only" | "variance-only": [final validation
-    loss per seed]}``; ``stable``: the names whose final validation loss is below 1 on every
-    seed."""
+    loss per seed]}`` for seeds 0, 1, 2, ... in that order (the check re-runs seed 0 with the
+    learner's functions and compares); ``stable``: the names whose final validation loss is
+    below 1 on every seed."""
     _missing(
         {"mean_only_norm": mean_only_norm, "variance_only_norm": variance_only_norm},
         "Write the two functions.",
@@ -448,8 +596,8 @@ def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable
     z = torch.randn(16, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     shift = torch.linspace(-5, 5, 5, dtype=torch.float64)
     scale = torch.linspace(0.2, 7, 5, dtype=torch.float64)
-    shift_change = (mean_only_norm(z + shift) - mean_only_norm(z)).abs().max().item()
-    scale_change = (variance_only_norm(z * scale) - variance_only_norm(z)).abs().max().item()
+    shift_change = _max_change(mean_only_norm, "mean_only_norm", z + shift, z)
+    scale_change = _max_change(variance_only_norm, "variance_only_norm", z * scale, z)
     invariances = (
         f"shifting each feature changes mean-only's output by {shift_change:.0e}; scaling each "
         f"feature by a positive factor changes variance-only's by {scale_change:.0e}"
@@ -483,13 +631,23 @@ def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable
     unknown = [s for s in stable if s not in VARIANT_NAMES]
     if unknown:
         raise _Wrong(f"`stable` contains {unknown}: use names from {list(VARIANT_NAMES)}.")
+    runs = _check_variant_losses(
+        losses,
+        {
+            "BN": (_full_norm, "full_norm"),
+            "mean-only": (mean_only_norm, "mean_only_norm"),
+            "variance-only": (variance_only_norm, "variance_only_norm"),
+        },
+    )
     truth = {n for n, v in losses.items() if all(math.isfinite(x) and x < 1 for x in v)}
     if set(stable) != truth:
         shown = "; ".join(f"{n}: {', '.join(f'{v:.3g}' for v in vs)}" for n, vs in losses.items())
         raise _Wrong(
             f"Your own losses are {shown}. Below 1 on every seed: {sorted(truth) or 'none'}."
         )
+    rerun = ", ".join(f"{n} {_fmt_loss(h.val_loss[-1])}" for n, h in runs.items())
     return (
-        f"Both functions match their definitions ({invariances}). Stable (validation loss "
-        f"below 1 on every seed): {', '.join(sorted(truth)) or 'none'}."
+        f"Both functions match their definitions ({invariances}). Your losses agree with the "
+        f"check's re-run of seed 0 ({rerun}). Stable (validation loss below 1 on every "
+        f"seed): {', '.join(sorted(truth)) or 'none'}."
     )
