@@ -497,7 +497,12 @@ def variance_only(x, eps=1e-5):
 
 
 def full(x, eps=1e-5):
-    return (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + eps)
+    """The notebook's full_norm, written the same way: at lr 1.0 even another, equivalent
+    formula (x.var(0, unbiased=False)) rounds differently, and on some CPUs that moves the
+    run far enough to defeat the check's value matching."""
+    mean = x.mean(dim=0)
+    var = ((x - mean) ** 2).mean(dim=0)
+    return (x - mean) / torch.sqrt(var + eps)
 
 
 class FunctionNorm(nn.Module):
