@@ -1,0 +1,279 @@
+"""Seeds from one place, and paired comparisons over seeds that say how sure they are.
+
+Every notebook and exercise check takes its seeds from :func:`seeds`, so that one environment
+variable, ``BNTEACH_SEED_OFFSET``, re-runs the whole collection on seeds it was not written
+with. A claim such as "BN is more accurate" is then stated with :func:`paired`: the per-seed
+differences, their mean, a t confidence interval, win/loss counts, and a :meth:`Paired.verdict`
+that says only what the interval supports.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+OFFSET_VARIABLE = "BNTEACH_SEED_OFFSET"
+
+
+def seed_offset():
+    """The integer in ``BNTEACH_SEED_OFFSET`` (default 0): where :func:`seeds` starts."""
+    raw = os.environ.get(OFFSET_VARIABLE, "").strip()
+    if raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{OFFSET_VARIABLE}={raw!r} is not a whole number. It shifts every seed the "
+            f"notebooks use; set it to an integer such as {OFFSET_VARIABLE}=100, or unset it "
+            f"for the shipped seeds (offset 0)."
+        ) from None
+    if value < 0:
+        raise ValueError(
+            f"{OFFSET_VARIABLE}={value} is negative; torch seeds must be >= 0. "
+            f"Use a non-negative integer such as {OFFSET_VARIABLE}=100."
+        )
+    return value
+
+
+def seeds(n, start=0):
+    """The ``n`` seeds ``[offset + start, ..., offset + start + n - 1]`` as a list of ints.
+
+    ``offset`` comes from ``BNTEACH_SEED_OFFSET`` (see :func:`seed_offset`). ``start`` lets one
+    notebook take a second, disjoint block (e.g. ``seeds(10, start=100)``).
+    """
+    for value, name in ((n, "n"), (start, "start")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"seeds({name}=...) takes a whole number, got {value!r}.")
+    if n < 1:
+        raise ValueError(f"seeds(n) needs n >= 1 (how many seeds to use), got {n}.")
+    if start < 0:
+        raise ValueError(f"seeds(start=...) must be >= 0, got {start}.")
+    first = seed_offset() + start
+    return list(range(first, first + n))
+
+
+# ----------------------------------------------------------------------------------------
+# Student's t distribution, written out (scipy is the oracle in the tests)
+# ----------------------------------------------------------------------------------------
+
+
+def _betacf(a, b, x):
+    """Continued fraction of the regularized incomplete beta function (Lentz's method)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        for aa in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a, b, x):
+    """Regularized incomplete beta function I_x(a, b) for 0 <= x <= 1."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t, df):
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    t2 = t * t
+    if t2 < df:  # near 0: work with t^2 / (df + t^2), which keeps its precision
+        tail = 0.5 * (1.0 - _betainc(0.5, df / 2.0, t2 / (df + t2)))
+    else:
+        tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_ppf(q, df):
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (0 < q < 1)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"q must be a probability strictly between 0 and 1, got {q!r}.")
+    lo, hi = -1.0, 1.0
+    while t_cdf(lo, df) > q:
+        lo *= 2.0
+    while t_cdf(hi, df) < q:
+        hi *= 2.0
+    for _ in range(200):  # bisection: 200 halvings reach float precision from any bracket
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-14 * max(1.0, abs(mid)):
+            break
+    return 0.5 * (lo + hi)
+
+
+# ----------------------------------------------------------------------------------------
+# Paired comparisons over seeds
+# ----------------------------------------------------------------------------------------
+
+
+def _as_floats(values, name):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list of numbers (one per seed), got {values!r}.")
+    out = []
+    for v in values.tolist() if hasattr(values, "tolist") else values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} must hold numbers (one per seed), got {v!r}.")
+        if not math.isfinite(v):
+            raise ValueError(
+                f"{name} contains {v!r}: a run diverged or a metric is missing. Compare finite "
+                f"numbers only (e.g. count diverged runs separately)."
+            )
+        out.append(float(v))
+    return out
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired comparison of A and B over the same seeds: ``diffs[i] = a[i] - b[i]``.
+
+    ``mean``, ``low``, ``high``: the mean difference and its ``confidence`` t interval.
+    ``wins``/``losses``/``ties``: seeds where A is higher / lower / equal.
+    ``higher_is_better``: True for accuracy, False for a loss (it only words the verdict).
+    """
+
+    names: tuple
+    diffs: tuple
+    mean: float
+    low: float
+    high: float
+    confidence: float
+    wins: int
+    losses: int
+    ties: int
+    higher_is_better: bool = True
+
+    @property
+    def n(self):
+        return len(self.diffs)
+
+    def excludes_zero(self):
+        """True when the interval lies entirely on one side of 0."""
+        return self.low > 0 or self.high < 0
+
+    def within(self, margin):
+        """True when the whole interval lies inside ``[-margin, +margin]``."""
+        _check_margin(margin)
+        return -margin <= self.low and self.high <= margin
+
+    def verdict(self, margin):
+        """What the interval supports, as one of ``"better"``, ``"worse"``, ``"equivalent"``,
+        ``"unresolved"`` (from A's side; see :meth:`statement` for the words).
+
+        ``"better"``/``"worse"``: the interval excludes 0. ``"equivalent"``: it lies inside
+        ``+/- margin`` and includes 0 ("no practical difference"). Otherwise ``"unresolved"``:
+        more seeds (or a wider margin, said in the text) are needed.
+        """
+        _check_margin(margin)
+        if self.excludes_zero():
+            return "better" if (self.low > 0) == self.higher_is_better else "worse"
+        return "equivalent" if self.within(margin) else "unresolved"
+
+    def statement(self, margin, unit=""):
+        """The verdict in words, with the numbers behind it."""
+        a, b = self.names
+        v = self.verdict(margin)
+        numbers = (
+            f"mean difference {self.mean:+.4g}{unit}, {self.confidence:.0%} interval "
+            f"[{self.low:+.4g}, {self.high:+.4g}]{unit}, {a} ahead on {self.wins} and behind on "
+            f"{self.losses} of {self.n} seeds"
+        )
+        if v in ("better", "worse"):
+            size = " (by less than the margin)" if self.within(margin) else ""
+            return f"{a} {v} than {b}{size}: {numbers}"
+        if v == "equivalent":
+            return f"no practical difference (within +/-{margin:g}{unit}): {numbers}"
+        return f"not resolved with {self.n} seeds (margin +/-{margin:g}{unit}): {numbers}"
+
+    def __repr__(self):
+        a, b = self.names
+        return (
+            f"Paired({a} - {b} over {self.n} seeds: mean {self.mean:+.4g}, "
+            f"{self.confidence:.0%} CI [{self.low:+.4g}, {self.high:+.4g}], "
+            f"{self.wins} wins / {self.losses} losses / {self.ties} ties)"
+        )
+
+
+def _check_margin(margin):
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise TypeError(
+            f"margin must be a number (the largest difference that does not matter), "
+            f"got {margin!r}."
+        )
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}.")
+
+
+def paired(a, b, confidence=0.95, names=("A", "B"), higher_is_better=True):
+    """Compare ``a`` and ``b`` (one number per seed, same seeds, same order).
+
+    Returns a :class:`Paired` with the mean of ``a - b`` and its two-sided t interval
+    ``mean +/- t_{(1+confidence)/2, n-1} * sd / sqrt(n)`` (the paired t test's interval).
+    Needs at least 2 seeds; identical differences give a zero-width interval.
+    """
+    a, b = _as_floats(a, "a"), _as_floats(b, "b")
+    if len(a) != len(b):
+        raise ValueError(
+            f"a has {len(a)} values and b has {len(b)}: a paired comparison needs one value of "
+            f"each per seed, for the same seeds."
+        )
+    if len(a) < 2:
+        raise ValueError(
+            f"a paired comparison needs at least 2 seeds, got {len(a)}; one seed cannot show "
+            f"how much results vary."
+        )
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, (int, float))
+        or not (0.0 < confidence < 1.0)
+    ):
+        raise ValueError(f"confidence must be a fraction such as 0.95, got {confidence!r}.")
+    if not (isinstance(names, (tuple, list)) and len(names) == 2):
+        raise TypeError(f"names must be two labels such as ('BN', 'plain'), got {names!r}.")
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    mean = math.fsum(diffs) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = t_ppf(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return Paired(
+        names=tuple(str(x) for x in names),
+        diffs=tuple(diffs),
+        mean=mean,
+        low=mean - half,
+        high=mean + half,
+        confidence=float(confidence),
+        wins=sum(d > 0 for d in diffs),
+        losses=sum(d < 0 for d in diffs),
+        ties=sum(d == 0 for d in diffs),
+        higher_is_better=bool(higher_is_better),
+    )
+
+
+def mean_interval(values, confidence=0.95):
+    """``(mean, low, high)``: the mean of ``values`` and its two-sided t interval."""
+    values = _as_floats(values, "values")
+    if len(values) < 2:
+        raise ValueError(f"an interval needs at least 2 values, got {len(values)}.")
+    p = paired(values, [0.0] * len(values), confidence=confidence)
+    return p.mean, p.low, p.high
