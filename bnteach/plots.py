@@ -125,3 +125,63 @@ def plot_final_by_lr(summary, metric="val_acc", title=None):
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
+
+
+def plot_paired(comparisons, margin=None, xlabel="difference (A - B)", title=None, scale=1.0):
+    """Paired differences over seeds, one row per comparison: every seed (dots), the mean
+    (diamond) and its confidence interval (bar), 0 (line) and the ``+/- margin`` band.
+
+    comparisons: dict label -> :class:`bnteach.stats.Paired`.
+    scale: multiply the differences for display (e.g. 100 to show accuracy in points).
+    """
+    if not isinstance(comparisons, dict) or not comparisons:
+        raise ValueError(
+            "plot_paired needs a non-empty dict label -> Paired, e.g. "
+            "{'lr 0.01': paired(bn_acc, plain_acc)}."
+        )
+    rows = list(comparisons.items())
+    fig = Figure(figsize=(9, 1.2 + 0.75 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    if margin is not None:
+        ax.axvspan(
+            -margin * scale,
+            margin * scale,
+            color="tab:green",
+            alpha=0.12,
+            label=f"+/- margin ({margin * scale:g})",
+        )
+    ax.axvline(0, color="black", lw=1)
+    for y, (_label, p) in enumerate(reversed(rows)):
+        jitter = [((i * 0.618) % 1 - 0.5) * 0.35 for i in range(p.n)]
+        ax.plot(
+            [d * scale for d in p.diffs],
+            [y + j for j in jitter],
+            "o",
+            color="tab:blue",
+            alpha=0.35,
+            ms=4,
+            label="one seed" if y == 0 else None,
+        )
+        ax.plot(
+            [p.low * scale, p.high * scale],
+            [y, y],
+            "-",
+            color="tab:red",
+            lw=4,
+            solid_capstyle="butt",
+            label=f"{p.confidence:.0%} interval" if y == 0 else None,
+        )
+        ax.plot(
+            [p.mean * scale],
+            [y],
+            "D",
+            color="tab:red",
+            ms=8,
+            mec="black",
+            label="mean" if y == 0 else None,
+        )
+    ax.set_yticks(range(len(rows)), [f"{label}\n({p.n} seeds)" for label, p in reversed(rows)])
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="best", fontsize=9)
+    return fig
