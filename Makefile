@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# The notebooks run twice in `make test`: on the shipped seeds (offset 0) and on this offset,
+# so a claim tuned to the shipped seeds fails CI. `make robustness` tries five more.
+CI_SEED_OFFSET ?= 271
+ROBUSTNESS_OFFSETS ?= 1009 2203 3571 5407 7919
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test robustness bench clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml binder/overrides.json
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -27,9 +32,13 @@ lab: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 \
+	$(BIN)/python -m pytest tests notebooks $(NBVAL) -n 2 --dist loadscope $(PYTEST_ARGS)
+	BNTEACH_SEED_OFFSET=$(CI_SEED_OFFSET) $(BIN)/python -m pytest notebooks $(NBVAL) \
 		-n 2 --dist loadscope $(PYTEST_ARGS)
+
+# Every notebook under five seed offsets used nowhere else; a table of where each assert held.
+robustness: $(BIN)/.installed
+	$(BIN)/python tools/robustness.py --offsets $(ROBUSTNESS_OFFSETS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_training.py

@@ -151,6 +151,7 @@ class Paired:
     ``mean``, ``low``, ``high``: the mean difference and its ``confidence`` t interval.
     ``wins``/``losses``/``ties``: seeds where A is higher / lower / equal.
     ``higher_is_better``: True for accuracy, False for a loss (it only words the verdict).
+    ``over``: what the pairs are, for the wording ("seeds", or e.g. "data splits").
     """
 
     names: tuple
@@ -163,6 +164,7 @@ class Paired:
     losses: int
     ties: int
     higher_is_better: bool = True
+    over: str = "seeds"
 
     @property
     def n(self):
@@ -197,19 +199,19 @@ class Paired:
         numbers = (
             f"mean difference {self.mean:+.4g}{unit}, {self.confidence:.0%} interval "
             f"[{self.low:+.4g}, {self.high:+.4g}]{unit}, {a} ahead on {self.wins} and behind on "
-            f"{self.losses} of {self.n} seeds"
+            f"{self.losses} of {self.n} {self.over}"
         )
         if v in ("better", "worse"):
             size = " (by less than the margin)" if self.within(margin) else ""
             return f"{a} {v} than {b}{size}: {numbers}"
         if v == "equivalent":
             return f"no practical difference (within +/-{margin:g}{unit}): {numbers}"
-        return f"not resolved with {self.n} seeds (margin +/-{margin:g}{unit}): {numbers}"
+        return f"not resolved with {self.n} {self.over} (margin +/-{margin:g}{unit}): {numbers}"
 
     def __repr__(self):
         a, b = self.names
         return (
-            f"Paired({a} - {b} over {self.n} seeds: mean {self.mean:+.4g}, "
+            f"Paired({a} - {b} over {self.n} {self.over}: mean {self.mean:+.4g}, "
             f"{self.confidence:.0%} CI [{self.low:+.4g}, {self.high:+.4g}], "
             f"{self.wins} wins / {self.losses} losses / {self.ties} ties)"
         )
@@ -225,7 +227,7 @@ def _check_margin(margin):
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}.")
 
 
-def paired(a, b, confidence=0.95, names=("A", "B"), higher_is_better=True):
+def paired(a, b, confidence=0.95, names=("A", "B"), higher_is_better=True, over="seeds"):
     """Compare ``a`` and ``b`` (one number per seed, same seeds, same order).
 
     Returns a :class:`Paired` with the mean of ``a - b`` and its two-sided t interval
@@ -267,6 +269,7 @@ def paired(a, b, confidence=0.95, names=("A", "B"), higher_is_better=True):
         losses=sum(d < 0 for d in diffs),
         ties=sum(d == 0 for d in diffs),
         higher_is_better=bool(higher_is_better),
+        over=str(over),
     )
 
 

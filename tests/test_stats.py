@@ -112,3 +112,8 @@ def test_bad_offset_is_a_clear_error(monkeypatch, raw):
 def test_bad_seed_count(n):
     with pytest.raises((TypeError, ValueError), match="seeds"):
         stats.seeds(n)
+
+
+def test_statement_names_what_was_paired():
+    p = stats.paired([0.9, 0.92, 0.91], [0.9, 0.9, 0.9], names=("BN", "plain"), over="data splits")
+    assert "of 3 data splits" in p.statement(0.05) and "3 data splits" in repr(p)

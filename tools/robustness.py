@@ -7,6 +7,7 @@ Each (notebook, offset) pair is executed in a fresh kernel with ``BNTEACH_SEED_O
 cell by cell, continuing past failures so that one failed claim does not hide the next. A cell
 "asserts" when its source contains an ``assert`` statement; it "held" on an offset when it ran
 without an error. Cells tagged ``raises-exception`` are expected to raise and are not counted.
+It also says which notebooks printed the same text on every offset (their seeds are not used).
 Writes the table to ``test-artifacts/robustness.md`` and exits 1 if any claim failed anywhere.
 """
 
@@ -38,7 +39,7 @@ def run_one(path, offset, timeout):
         resources={"metadata": {"path": str(path.parent)}},
         kernel_name="python3",
     )
-    outcome = {}
+    outcome, printed = {}, []
     start = time.perf_counter()
     with client.setup_kernel(env=env):
         for index, cell in enumerate(nb.cells):
@@ -49,10 +50,11 @@ def run_one(path, offset, timeout):
                 continue
             client.execute_cell(cell, index)
             errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+            printed += [o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream"]
             if "raises-exception" in tags:
                 continue
             outcome[index] = f"{errors[0].ename}: {errors[0].evalue}"[:160] if errors else None
-    return outcome, time.perf_counter() - start
+    return outcome, time.perf_counter() - start, hash("".join(printed))
 
 
 def main(argv=None):
@@ -100,10 +102,16 @@ def main(argv=None):
             failed += bool(errors)
             detail = "; ".join(f"offset {o}: {e}" for o, e in errors.items())
             lines.append(f"| {nb.name} | {index} | {held}/{len(args.offsets)} | {detail} |")
+    same = [nb.name for nb in notebooks if len({results[nb, o][2] for o in args.offsets}) == 1]
     lines += [
         "",
         f"{total_asserting} asserting cells; {failed} failed on at least one offset.",
     ]
+    if len(args.offsets) > 1:
+        lines.append(
+            "Printed output identical on every offset (seeds not used?): "
+            + (", ".join(same) if same else "none")
+        )
     report = "\n".join(lines)
     print(report)
     out = ROOT / "test-artifacts" / "robustness.md"
