@@ -28,7 +28,7 @@ DEFAULT_OFFSETS = (1009, 2203, 3571, 5407, 7919)
 ASSERT = re.compile(r"^\s*assert\b", re.MULTILINE)
 
 
-def run_one(path, offset, timeout):
+def run_one(path, offset, timeout, save=None):
     """Execute ``path`` with seed ``offset``; return ``{cell index: error or None}``."""
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "BNTEACH_SEED_OFFSET": str(offset)}
@@ -54,6 +54,9 @@ def run_one(path, offset, timeout):
             if "raises-exception" in tags:
                 continue
             outcome[index] = f"{errors[0].ename}: {errors[0].evalue}"[:160] if errors else None
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save / f"{path.stem}.offset{offset}.ipynb")
     return outcome, time.perf_counter() - start, hash("".join(printed))
 
 
@@ -63,6 +66,7 @@ def main(argv=None):
     parser.add_argument("--offsets", nargs="+", type=int, default=list(DEFAULT_OFFSETS))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--save", type=Path, help="folder for the executed notebooks")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     notebooks = [p.resolve() for p in notebooks]
@@ -70,7 +74,7 @@ def main(argv=None):
 
     def work(job):
         nb, off = job
-        result = run_one(nb, off, args.timeout)
+        result = run_one(nb, off, args.timeout, args.save)
         print(f"  done {nb.name} offset {off} in {result[1]:.0f} s", flush=True)
         return job, result
 
