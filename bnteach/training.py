@@ -338,8 +338,10 @@ def evaluate(model, loader, loss_fn=None, device=None):
     with torch.no_grad():
         for i, batch in enumerate(loader):
             xb, yb = _pair(batch, "loader", "evaluate")
-            if i == 0 and bce:
-                check_batch(model, xb, yb, "loader", "trained")
+            if bce:  # the default loss: check what it and the accuracy assume
+                if i == 0:
+                    check_batch(model, xb, yb, "loader", "trained")
+                checks.binary_labels(yb, f"batch {i} of loader, y")
             xb, yb = xb.to(device), yb.to(device)
             logits = model(xb)
             loss = loss_fn(logits, yb).item()

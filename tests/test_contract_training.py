@@ -363,6 +363,18 @@ CASES = [
         "loss_fn",
     ),
     (
+        "evaluate, labels -1/+1",
+        lambda d: lambda: evaluate(plain(), [(d[1], d[3] * 2 - 1)]),
+        ValueError,
+        "batch 0 of loader, y holds the values {-1, 1}",
+    ),
+    (
+        "evaluate, y of shape (N,)",
+        lambda d: lambda: evaluate(plain(), [(d[1], d[3].flatten())]),
+        ValueError,
+        "of shape (40,), one number per sample",
+    ),
+    (
         "evaluate, not a model",
         lambda d: lambda: evaluate(None, [(d[1], d[3])]),
         TypeError,
