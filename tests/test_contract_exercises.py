@@ -413,9 +413,46 @@ def test_a_bug_of_the_check_is_still_reported_as_such(monkeypatch):
     assert "Internal error of the check" in fb.message and "RuntimeError: boom" in fb.message
 
 
+class MyFold(nn.Module):
+    def __init__(self, folded):
+        super().__init__()
+        self.folded = folded
+
+    def forward(self, x):
+        return self.folded(x)[:, 0]  # a wrong shape, from the learner's own class
+
+
+def test_a_learners_class_is_the_learners():
+    codes = feedback._learner_code([lambda m: MyFold(fold(m))])
+    assert "forward" in {c.co_name for c in codes}
+    fb = check_fold(lambda m: MyFold(fold(m)))
+    assert fb.status == WRONG and "has shape (64,), expected (64, 1)" in fb.message, fb.message
+
+
 def test_learner_code_is_found_through_helpers():
     """A learner's function that calls a helper of theirs: the helper's frame is theirs too."""
     codes = feedback._learner_code([freeze_with_failing_hook])
     names = {c.co_name for c in codes}
     assert {"freeze_with_failing_hook", "hook", "freeze", "<lambda>"} <= names
     assert not any("bnteach" in c.co_filename for c in codes)
+
+
+def test_code_from_a_notebook_cell_is_the_learners():
+    """Cells run as code compiled from files like /tmp/ipykernel_<pid>/<hash>.py in __main__."""
+    cell = (
+        "import torch\n"
+        "class Frozen(torch.nn.Module):\n"
+        "    def __init__(self, net):\n"
+        "        super().__init__()\n"
+        "        self.net = net\n"
+        "    def forward(self, x):\n"
+        "        raise ValueError('oops in my cell')\n"
+        "def freeze_bn(model):\n"
+        "    model.network[0] = Frozen(model.network[0])\n"
+        "    return model\n"
+    )
+    namespace = {"__name__": "__main__"}
+    exec(compile(cell, "/tmp/ipykernel_123/456.py", "exec"), namespace)
+    fb = check_freeze(namespace["freeze_bn"])
+    assert fb.status == WRONG, fb
+    assert "Your code raised ValueError: oops in my cell (in `forward`, line 7)" in fb.message, fb

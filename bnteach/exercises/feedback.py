@@ -224,9 +224,7 @@ def _learner_code(objects):
                 helper = func.__globals__.get(name)
                 if isinstance(helper, types.FunctionType):
                     visit(helper, depth + 1)
-                elif isinstance(helper, type) and not _is_ours_or_library(
-                    getattr(inspect.getmodule(helper), "__file__", None) or "<string>"
-                ):
+                elif isinstance(helper, type):  # add() keeps only the learner's methods
                     add_class(helper)
         elif isinstance(obj, nn.Module):
             for m in obj.modules():
