@@ -4,11 +4,14 @@ Shapes: ``X_*`` is ``(N, n_features)`` float32, ``y_*`` is ``(N, 1)`` float32 ho
 """
 
 import math
+import numbers
 
 import torch
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+from bnteach import checks
 
 
 def load_data(
@@ -30,20 +33,33 @@ def load_data(
     The ``StandardScaler`` is fitted on the training split only. ``leak=True`` reproduces the
     tutorial's mistake (scaler fitted on all samples before the split) so you can measure it.
     """
-    if not isinstance(n_samples, int) or n_samples < 10:
-        raise ValueError(f"n_samples must be an integer >= 10, got {n_samples!r}.")
-    if not isinstance(n_features, int) or n_features < 4:
+    n_samples = checks.whole_number(n_samples, "n_samples", minimum=10, example=1000)
+    if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral):
+        checks.whole_number(n_features, "n_features", example=20)
+    if n_features < 4:
         raise ValueError(
             f"n_features must be an integer >= 4 (some informative, some redundant), "
             f"got {n_features!r}."
         )
-    if not 0.0 <= noise <= 1.0:
+    n_features = int(n_features)
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
+        raise TypeError(f"noise must be a number such as 0.01, got {checks.describe(noise)}.")
+    if not 0.0 <= noise <= 1.0:  # also rejects NaN
         raise ValueError(
             f"noise is the fraction of samples given a random label and must be in [0, 1], "
             f"got {noise!r}."
         )
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+    seed = checks.whole_number(seed, "seed", minimum=0, example=42)
+    if seed >= 2**32:
+        raise ValueError(f"seed must be below 2**32 (scikit-learn's limit), got {seed}.")
+    test_size = checks.fraction(test_size, "test_size", example=0.2)
+    checks.flag(leak, "leak")
+    n_val = math.ceil(n_samples * test_size)
+    if n_samples - n_val < 2:
+        raise ValueError(
+            f"test_size={test_size!r} of {n_samples} samples leaves {n_samples - n_val} for "
+            f"training: use a smaller test_size (0.2 is usual) or more samples."
+        )
 
     X, y = make_classification(
         n_samples=n_samples,
@@ -80,12 +96,29 @@ class TensorLoader:
     """
 
     def __init__(self, X, y, batch_size=64, shuffle=False, drop_last=False, generator=None):
+        checks.tensor(X, "X", floating=False)
+        checks.tensor(y, "y", floating=False)
+        if X.dim() == 0 or y.dim() == 0:
+            raise ValueError(
+                f"X and y must have one row per sample, got shapes {tuple(X.shape)} and "
+                f"{tuple(y.shape)}."
+            )
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}: they must match.")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+        if batch_size is not None:
+            batch_size = checks.whole_number(batch_size, "batch_size", minimum=1, example=64)
+        checks.flag(shuffle, "shuffle")
+        checks.flag(drop_last, "drop_last")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator (or None), got "
+                f"{checks.describe(generator)}: e.g. torch.Generator().manual_seed(0)."
+            )
+        checks.finite(X, "X")
+        checks.finite(y, "y")
         self.X, self.y = X, y
-        self.batch_size = X.shape[0] if batch_size is None else batch_size
+        # batch_size=None: the whole set in one batch (an empty set gives no batch)
+        self.batch_size = max(X.shape[0], 1) if batch_size is None else batch_size
         self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
 
     def __len__(self):
@@ -120,6 +153,41 @@ def make_loaders(
     not depend on (or disturb) the global seed used to initialise the model.
     ``val_batch_size=None`` evaluates the whole validation set in one batch.
     """
+    for X, name in ((X_train, "X_train"), (X_val, "X_val")):
+        checks.tensor(X, name, dims=(2, 3, 4), min_rows=1)
+    for y, X, name in ((y_train, X_train, "y_train"), (y_val, X_val, "y_val")):
+        checks.tensor(y, name, floating=False)
+        if y.dim() == 0 or y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"{name} has shape {tuple(y.shape)} but X_{name[2:]} has {X.shape[0]} samples: "
+                f"give one target per sample. (The order is make_loaders(X_train, X_val, "
+                f"y_train, y_val), as load_data returns them.)"
+            )
+    if X_val.shape[1:] != X_train.shape[1:]:
+        raise ValueError(
+            f"X_train has samples of shape {tuple(X_train.shape[1:])} but X_val of shape "
+            f"{tuple(X_val.shape[1:])}: validation data must have the training data's features "
+            f"(columns). Check how X_val was made."
+        )
+    if y_val.shape[1:] != y_train.shape[1:]:
+        raise ValueError(
+            f"y_train has shape {tuple(y_train.shape)} but y_val {tuple(y_val.shape)}: give "
+            f"both targets the same layout, e.g. (N, 1) with y.reshape(-1, 1)."
+        )
+    for t, name in ((X_train, "X_train"), (X_val, "X_val"), (y_train, "y_train"), (y_val, "y_val")):
+        checks.finite(t, name)
+    batch_size = checks.whole_number(batch_size, "batch_size", minimum=1, example=64)
+    if val_batch_size is not None:
+        val_batch_size = checks.whole_number(
+            val_batch_size, "val_batch_size", minimum=1, example=64
+        )
+    seed = checks.whole_number(seed, "seed", example=0)
+    checks.flag(drop_last, "drop_last")
+    if drop_last and batch_size > X_train.shape[0]:
+        raise ValueError(
+            f"drop_last=True with batch_size={batch_size} and {X_train.shape[0]} training "
+            f"samples drops every sample: use a batch size of at most {X_train.shape[0]}."
+        )
     g = torch.Generator().manual_seed(seed)
     train = TensorLoader(
         X_train, y_train, batch_size, shuffle=True, drop_last=drop_last, generator=g

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnteach import checks
+from bnteach.batchnorm import bn_layers
+
 __all__ = [
     "load_digits_data",
     "linear_layers",
@@ -58,8 +61,13 @@ def load_digits_data(seed=0, test_size=0.25):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
+    test_size = checks.fraction(test_size, "test_size", example=0.25)
+    if not 10 / 1797 <= test_size <= 1 - 10 / 1797:
+        raise ValueError(
+            f"test_size={test_size!r} leaves fewer than 10 of the 1797 digits on one side of "
+            f"the split, too few to hold every class: use a fraction such as 0.25."
+        )
     X, y = load_digits(return_X_y=True)
     X_train, X_val, y_train, y_val = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y
@@ -74,8 +82,18 @@ def load_digits_data(seed=0, test_size=0.25):
 # ------------------------------------------------------------------------ layer statistics
 
 
+def _module(model, name="model"):
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{name} must be an nn.Module (a model such as MLPWithBN(20, 128, 64, 1)), got "
+            f"{checks.describe(model)}."
+        )
+    return model
+
+
 def linear_layers(model):
     """The ``nn.Linear`` modules of ``model``, in the order ``model.modules()`` lists them."""
+    _module(model)
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
@@ -217,6 +235,13 @@ def update_to_data(before, model):
     ``before``: :func:`weight_snapshot` taken before the optimizer step. For plain SGD the
     numerator is ``||lr * grad||``. A common rule of thumb puts healthy values near 1e-3.
     """
+    if isinstance(before, torch.Tensor) or not isinstance(before, (list, tuple)):
+        raise TypeError(
+            f"before must be the list that weight_snapshot(model) returns, got "
+            f"{checks.describe(before)}."
+        )
+    if not all(isinstance(b, torch.Tensor) for b in before):
+        raise TypeError("before must be a list of tensors: take it with weight_snapshot(model).")
     now = weight_snapshot(model)
     if len(now) != len(before) or any(a.shape != b.shape for a, b in zip(now, before)):
         raise ValueError(
@@ -247,12 +272,12 @@ class NoiseInjection(nn.Module):
 
     def __init__(self, num_features, shift=0.5, scale=0.5, jitter=0.1):
         super().__init__()
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive integer, got {num_features!r}.")
+        num_features = checks.whole_number(num_features, "num_features", minimum=1, example=64)
         for name, value in (("shift", shift), ("jitter", jitter)):
-            if not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
-        if not isinstance(scale, numbers.Real) or not 0 <= scale < 1:
+            checks.positive_number(value, name, example=0.5, allow_zero=True)
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"scale must be a number such as 0.5, got {checks.describe(scale)}.")
+        if not 0 <= scale < 1:
             raise ValueError(
                 f"scale must be in [0, 1): the step's scale is drawn from "
                 f"Uniform(1 - scale, 1 + scale) and must stay positive, got {scale!r}."
@@ -263,6 +288,7 @@ class NoiseInjection(nn.Module):
 
     def forward(self, x):
         """x: (N, C) -> (N, C)."""
+        checks.tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.num_features:
             raise ValueError(
                 f"NoiseInjection({self.num_features}) expects input of shape "
@@ -289,13 +315,37 @@ class NoiseInjection(nn.Module):
 # ------------------------------------------------------------------------------- probes
 
 
-def _check_batch(model, x, y):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+def _check_batch(model, x, y, loss_fn):
+    _module(model)
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("x and y must be tensors (one batch of inputs and targets).")
+        raise TypeError(
+            f"x and y must be tensors (one batch of inputs and targets), got "
+            f"{checks.describe(x)} and {checks.describe(y)}."
+        )
+    if not callable(loss_fn) or isinstance(loss_fn, type):
+        raise TypeError(
+            f"loss_fn must be a loss function such as nn.BCEWithLogitsLoss() (an instance: "
+            f"note the parentheses) or F.binary_cross_entropy_with_logits, got "
+            f"{checks.describe(loss_fn)}."
+        )
+    checks.tensor(x, "x", dims=tuple(range(1, 6)), min_rows=1)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}: they must match.")
+    weight = next(model.parameters(), None)
+    if weight is None:
+        raise ValueError(f"{type(model).__name__} has no parameters to probe.")
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model's parameters are {weight.dtype}: convert "
+            f"one of them, e.g. x.to({weight.dtype}) or model.to({x.dtype})."
+        )
+    if x.shape[0] < 2 and bn_layers(model):
+        raise ValueError(
+            "x holds a single sample, and the probe runs the model in training mode, where "
+            "BatchNorm cannot normalize one sample: give a batch of 2 or more."
+        )
+    checks.finite(x, "x")
+    checks.finite(y, "y")
 
 
 def _grads(model, loss_fn, x, y, params):
@@ -324,9 +374,8 @@ def covariate_shift(model, loss_fn, x, y, lr):
     ``{"layer": k, "l2": ||G - G'||, "relative": ||G - G'|| / ||G||, "cos": cos(G, G')}``.
     ``lr=0`` gives zero shift.
     """
-    _check_batch(model, x, y)
-    if not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
-        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}.")
+    _check_batch(model, x, y, loss_fn)
+    lr = checks.positive_number(lr, "lr", example=0.1, allow_zero=True)
     probe = _training_copy(model)
     names = [n for n, p in probe.named_parameters() if p.requires_grad]
     params = dict(probe.named_parameters())
@@ -376,12 +425,8 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
 
     Runs in training mode on a copy of ``model``; the model itself is untouched.
     """
-    _check_batch(model, x, y)
-    if isinstance(step_sizes, numbers.Real):
-        step_sizes = [step_sizes]
-    step_sizes = [float(s) for s in step_sizes]
-    if not step_sizes or any(not 0 < s < math.inf for s in step_sizes):
-        raise ValueError(f"step_sizes must be positive finite numbers, got {step_sizes!r}.")
+    _check_batch(model, x, y, loss_fn)
+    step_sizes = _positive_list(step_sizes, "step_sizes", "[0.1, 0.5, 1.0]")
     probe = _training_copy(model)
     params = [p for p in probe.parameters() if p.requires_grad]
     state = copy.deepcopy(probe.state_dict())
@@ -410,6 +455,26 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
     }
 
 
+def _positive_list(values, name, example):
+    """One positive finite number or a list of them, as a list of floats."""
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = [values]
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list of numbers such as {example}, got {values!r}.")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one, e.g. {example}.")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(
+                f"{name} must be numbers such as {example}; it contains {checks.describe(v)}."
+            )
+    values = [float(v) for v in values]
+    if any(not 0 < v < math.inf for v in values):
+        raise ValueError(f"{name} must be positive finite numbers, got {values!r}.")
+    return values
+
+
 def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
     """BN after a Linear layer whose weight is scaled by ``a``: output and gradient, per ``a``.
 
@@ -423,6 +488,8 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
     ``grad_ratio`` is ``1 / a`` (up to rounding), and ``G`` is orthogonal to ``W``.
     Use float64 to see the exact invariance.
     """
+    checks.tensor(weight, "weight")
+    checks.tensor(x, "x")
     if weight.dim() != 2 or x.dim() != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"weight must be (C, D) and x (N, D) with the same D, got weight "
@@ -430,9 +497,16 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
         )
     if x.shape[0] < 2:
         raise ValueError("x needs at least 2 samples: BN's batch statistics need a spread.")
-    scales = [float(a) for a in scales]
-    if not scales or any(not 0 < a < math.inf for a in scales):
-        raise ValueError(f"scales must be positive finite numbers, got {scales!r}.")
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise TypeError(
+            f"weight and x must have the same dtype and device, got {weight.dtype} on "
+            f"{weight.device} and {x.dtype} on {x.device}: e.g. x.to(weight)."
+        )
+    checks.finite(weight, "weight")
+    checks.finite(x, "x")
+    scales = _positive_list(scales, "scales", "[1, 10, 100]")
+    eps = checks.positive_number(eps, "eps", example=1e-5, allow_zero=True)
+    seed = checks.whole_number(seed, "seed", example=0)
     g = torch.Generator().manual_seed(seed)
     R = torch.randn(x.shape[0], weight.shape[0], generator=g, dtype=x.dtype).to(x.device)
 

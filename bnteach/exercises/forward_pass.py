@@ -11,12 +11,15 @@ from torch import nn
 
 from bnteach.data import load_data, make_loaders
 from bnteach.exercises.feedback import (
+    _accepts,
     _call,
     _check,
+    _finite,
     _missing,
     _NotAttempted,
     _number,
     _same,
+    _tensor,
     _Wrong,
 )
 from bnteach.models import MLP
@@ -140,11 +143,7 @@ def _diagnose(y, candidates, what):
 
 
 def _as_tensor(y, name):
-    if y is None:
-        raise _NotAttempted(f"`{name}` returns None: return the normalized tensor.")
-    if not isinstance(y, torch.Tensor):
-        raise _Wrong(f"`{name}` should return a tensor, got {type(y).__name__}.")
-    return y
+    return _tensor(y, f"The output of `{name}`", none="is None: return the normalized tensor")
 
 
 def _bn_inputs(shape, seed):
@@ -167,7 +166,7 @@ def _run_bn(fn, x, rm, rv, weight, bias, training, momentum=0.1, eps=1e-5):
     try:
         y = fn(x, rm, rv, weight, bias, training, momentum=momentum, eps=eps)
     except TypeError as err:
-        if "keyword" not in str(err):
+        if _accepts(fn, x, rm, rv, weight, bias, training, momentum=momentum, eps=eps) is not False:
             raise _Wrong(f"Calling `my_batch_norm` raised TypeError: {err}") from None
         raise _Wrong(
             "`my_batch_norm` must accept `momentum` and `eps` keyword arguments: def "
@@ -192,6 +191,8 @@ def _run_bn(fn, x, rm, rv, weight, bias, training, momentum=0.1, eps=1e-5):
 
 def _check_running(rm, rv, rm0, rv0, mean, var_biased, n, momentum, where):
     """Compare updated running buffers with PyTorch's rule; raise _Wrong with the mistake."""
+    _finite(rm, f"{where}: running_mean after the call")
+    _finite(rv, f"{where}: running_var after the call")
     if rm.requires_grad or rv.requires_grad:
         raise _Wrong(
             "After the call running_mean/running_var require gradients: you updated them with "

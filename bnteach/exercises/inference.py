@@ -9,7 +9,15 @@ from torch import nn
 
 from bnteach.batchnorm import bn_layers
 from bnteach.data import load_data
-from bnteach.exercises.feedback import _call, _check, _missing, _NotAttempted, _Wrong
+from bnteach.exercises.feedback import (
+    _call,
+    _check,
+    _finite_module,
+    _missing,
+    _NotAttempted,
+    _tensor,
+    _Wrong,
+)
 from bnteach.models import MLP
 
 # ============================================================================ 10 fold, freeze
@@ -158,6 +166,14 @@ def check_fold(fold_bn):
                 got = folded(x)
         except Exception as err:
             raise _Wrong(f"Running the folded network raised {type(err).__name__}: {err}") from None
+        got = _tensor(
+            got,
+            "The folded network's output",
+            expected.shape,
+            "is None: its forward must return the logits",
+            "For x of shape (64, 20) it should return (64, 1) logits, like model(x).",
+            placeholder=False,
+        )
         scale = expected.abs().max().item()
         if got.shape == expected.shape and (got - expected).abs().max().item() <= 1e-4 * scale:
             continue
@@ -212,7 +228,7 @@ def check_freeze(freeze_bn):
     returned = _call(freeze_bn, model, name="freeze_bn")
     if returned is not None and not isinstance(returned, nn.Module):
         raise _Wrong(f"`freeze_bn` should return the model, got {type(returned).__name__}.")
-    model = returned if returned is not None else model
+    model = _finite_module(returned if returned is not None else model, "After `freeze_bn`")
     bns = bn_layers(model)
     changed = (
         any(not p.requires_grad for p in model.parameters())

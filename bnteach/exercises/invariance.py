@@ -16,6 +16,7 @@ from bnteach.exercises.feedback import (
     _call,
     _check,
     _choice,
+    _finite,
     _missing,
     _NotAttempted,
     _number,
@@ -60,7 +61,11 @@ def check_bias(bias_grad, params_saved, result, verdict):
         raise _Wrong(
             f"`bias_grad` should be a tensor (`.grad` of a bias), got {type(bias_grad).__name__}."
         )
-    g = bias_grad.detach().double().cpu()
+    g = _finite(
+        bias_grad.detach().double().cpu(),
+        "`bias_grad`",
+        "Measure it after one backward pass of the exercise's batch.",
+    )
     reference = _bias_setup(training=True)
     if g.shape == (1,):
         raise _Wrong(
