@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: lab test lint bench clean
+.PHONY: lab test lint bench clean book
 
 $(BIN)/.installed: requirements.txt pyproject.toml binder/overrides.json
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -30,6 +30,13 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 \
 		-n 2 --dist loadscope $(PYTEST_ARGS)
+
+# The executed HTML edition in _build/html (open _build/html/index.html), then its checks.
+# Executed notebooks are cached in _build/executed; BOOK_JOBS notebooks run at once.
+BOOK_JOBS ?= 2
+book: $(BIN)/.installed
+	$(BIN)/python tools/build_book.py --jobs $(BOOK_JOBS)
+	BNTEACH_BOOK_BUILD=_build $(BIN)/python -m pytest -p no:xdist -m book tests/test_book.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_training.py
