@@ -108,6 +108,24 @@ def test_a_widget_without_a_figure_shows_its_text_and_settings():
     assert "learning rate = 0.01" in outputs[0].data["text/html"]
 
 
+def test_an_output_widget_shows_what_was_displayed_into_it():
+    nb = widget_notebook()
+    state = nb.metadata["widgets"][build_book.WIDGET_STATE]["state"]
+    state["img"] = {
+        "model_name": "OutputModel",
+        "state": {
+            "outputs": [
+                {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBO"}},
+                {"output_type": "stream", "name": "stdout", "text": "done\n"},
+            ]
+        },
+    }
+    outputs = build_book.page_notebook(nb, "99_x.ipynb").cells[2].outputs
+    assert [o.output_type for o in outputs[2:4]] == ["display_data", "stream"]
+    assert outputs[2].data["image/png"] == "iVBO" and outputs[3].text == "done\n"
+    assert "picture of its default view" in outputs[0].data["text/html"]
+
+
 def test_a_widget_image_that_is_not_png_stops_the_build():
     nb = widget_notebook()
     nb.metadata["widgets"][build_book.WIDGET_STATE]["state"]["img"]["state"]["format"] = "jpeg"

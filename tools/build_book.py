@@ -193,8 +193,9 @@ def static_widget_outputs(view, models, notebook_name):
     """Outputs that stand in for one widget view: a note, then its figures and HTML.
 
     Returns a list of nbformat outputs: an HTML note naming the settings shown and linking to
-    the live notebook, then, in display order, each ``Image`` widget's PNG and each visible,
-    non-empty ``HTML`` widget's markup. An image in another format raises ``ValueError``.
+    the live notebook, then, in display order, each ``Image`` widget's PNG, each visible,
+    non-empty ``HTML`` widget's markup and what was displayed into each ``Output`` widget.
+    An ``Image`` in another format raises ``ValueError``.
     """
     model_id = view["model_id"]
     parts, settings = [], []
@@ -206,10 +207,15 @@ def static_widget_outputs(view, models, notebook_name):
             parts.append(("png", state["value"]))
         elif model["name"] == "HTMLModel" and state.get("value", "").strip():
             parts.append(("html", state["value"]))
+        elif model["name"] == "OutputModel":  # what was displayed into an Output widget
+            parts.extend(("output", out) for out in state.get("outputs", []))
         elif (s := _setting(model)) is not None:
             settings.append(s)
     shown = ", ".join(html.escape(s) for s in settings)
-    has_figure = any(kind == "png" for kind, _ in parts)
+    has_figure = any(
+        kind == "png" or (kind == "output" and "image/png" in value.get("data", {}))
+        for kind, value in parts
+    )
     what = "the picture of its default view" if has_figure else "what its default view shows"
     note = (
         '<div class="bnteach-static-explorer admonition note">'
@@ -221,6 +227,9 @@ def static_widget_outputs(view, models, notebook_name):
     )
     outputs = [nbformat.v4.new_output("display_data", data={"text/html": note})]
     for kind, value in parts:
+        if kind == "output":
+            outputs.append(nbformat.from_dict(value))
+            continue
         if kind == "png":
             data = {"image/png": base64.b64encode(value).decode("ascii")}
         else:
