@@ -254,7 +254,8 @@ def launch_cell(name):
 
 
 def page_notebook(nb, name):
-    """The notebook as its page shows it: widgets made static, launch links after the title."""
+    """The notebook as its page shows it: widgets made static, launch links after the title,
+    tracebacks with paths relative to the repository."""
     nb = nbformat.from_dict(nb)
     models = _widget_models(nb)
     for cell in nb.cells:
@@ -262,6 +263,8 @@ def page_notebook(nb, name):
             continue
         outputs = []
         for out in cell.get("outputs", []):
+            if out.output_type == "error":  # paths from the repository, not this machine
+                out.traceback = [line.replace(f"{ROOT}/", "") for line in out.traceback]
             view = out.get("data", {}).get(WIDGET_VIEW)
             if view is None:
                 outputs.append(out)
