@@ -10,7 +10,7 @@ CI_SEED_OFFSET ?= 271
 ROBUSTNESS_OFFSETS ?= 1009 2203 3571 5407 7919
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120
 
-.PHONY: lab test robustness bench clean
+.PHONY: lab test robustness book bench clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml binder/overrides.json
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -39,6 +39,13 @@ test: $(BIN)/.installed
 # Every notebook under five seed offsets used nowhere else; a table of where each assert held.
 robustness: $(BIN)/.installed
 	$(BIN)/python tools/robustness.py --offsets $(ROBUSTNESS_OFFSETS)
+
+# The executed HTML edition in _build/html (open _build/html/index.html), then its checks.
+# Executed notebooks are cached in _build/executed; BOOK_JOBS notebooks run at once.
+BOOK_JOBS ?= 2
+book: $(BIN)/.installed
+	$(BIN)/python tools/build_book.py --jobs $(BOOK_JOBS)
+	BNTEACH_BOOK_BUILD=_build $(BIN)/python -m pytest -p no:xdist -m book tests/test_book.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_training.py

@@ -1,0 +1,447 @@
+"""The executed HTML edition (``make book``, tools/build_book.py).
+
+Two kinds of tests:
+- the build's pieces on small inputs (widgets made static, the landing page from README.md,
+  launch links); these run everywhere, in a second;
+- the built site (marked ``book``): every notebook has a page with all its figures and printed
+  results, links resolve, nothing is loaded from the network, tracebacks only where a cell is
+  tagged ``raises-exception``, and a look in headless chromium (screenshots in
+  ``test-artifacts/``). They need a build: ``make book`` builds one and runs them on it; by hand,
+  ``BNTEACH_BOOK_BUILD=_build pytest -m book tests/test_book.py``. Without it they skip.
+"""
+
+import base64
+import functools
+import importlib.util
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+build_book = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(build_book)
+
+NOTEBOOKS = build_book.notebook_paths()
+PNG_1PX = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+# ------------------------------------------------------------------- the build's pieces
+
+
+def widget_notebook():
+    """A notebook whose one output is an explorer, saved the way nbclient saves widget state."""
+
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+
+    state = {
+        "box": model("VBoxModel", children=["IPY_MODEL_row", "IPY_MODEL_msg", "IPY_MODEL_out"]),
+        "row": model("HBoxModel", children=["IPY_MODEL_lr", "IPY_MODEL_bs", "IPY_MODEL_go"]),
+        "lr": model("FloatLogSliderModel", description="learning rate", value=0.01),
+        "bs": model(
+            "SelectionSliderModel", description="batch size", index=1, _options_labels=["32", "64"]
+        ),
+        "go": model("ButtonModel", description="+1 step"),
+        "msg": model("HTMLModel", value="<b>16 models trained</b>"),
+        "out": model("VBoxModel", children=["IPY_MODEL_img", "IPY_MODEL_table"]),
+        "img": model("ImageModel", format="png", value=None),
+        "table": model("HTMLModel", value="<table><tr><td>0.93</td></tr></table>"),
+    }
+    state["img"]["buffers"] = [
+        {"path": ["value"], "encoding": "base64", "data": base64.b64encode(PNG_1PX).decode()}
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 99 · A title"),
+        nbformat.v4.new_code_cell("explorer()"),
+        nbformat.v4.new_code_cell("print(1)"),
+    ]
+    view = {"version_major": 2, "version_minor": 0, "model_id": "box"}
+    nb.cells[1].outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={build_book.WIDGET_VIEW: view, "text/plain": "CompareExplorer(...)"},
+        )
+    ]
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.metadata["widgets"] = {build_book.WIDGET_STATE: {"state": state}}
+    return nb
+
+
+def test_an_explorer_becomes_its_figure_html_and_a_launch_note():
+    page = build_book.page_notebook(widget_notebook(), "99_x.ipynb")
+    assert "widgets" not in page.metadata  # no widget JavaScript on the page
+    assert page.cells[0].source == "# 99 · A title"
+    launch = page.cells[1].source
+    assert build_book.binder_url("99_x.ipynb") in launch
+    assert 'href="notebooks/99_x.ipynb" download' in launch
+    outputs = page.cells[2].outputs
+    kinds = [next(iter(o.data)) for o in outputs]
+    assert kinds == ["text/html", "text/html", "image/png", "text/html"]
+    note = outputs[0].data["text/html"]
+    assert build_book.binder_url("99_x.ipynb") in note
+    assert "learning rate = 0.01" in note and "batch size = 64" in note
+    assert "+1 step" not in note  # buttons are not settings
+    assert "16 models trained" in outputs[1].data["text/html"]
+    assert base64.b64decode(outputs[2].data["image/png"]) == PNG_1PX
+    assert "0.93" in outputs[3].data["text/html"]
+    assert page.cells[3].outputs[0].text == "1\n"  # other outputs untouched
+
+
+def test_a_solutions_page_says_so_in_its_title():
+    title = build_book.page_notebook(widget_notebook(), "99_x_solutions.ipynb").cells[0].source
+    assert title == "# 99 · A title · solutions"
+
+
+def test_a_widget_without_a_figure_shows_its_text_and_settings():
+    nb = widget_notebook()
+    del nb.metadata["widgets"][build_book.WIDGET_STATE]["state"]["img"]["buffers"]
+    outputs = build_book.page_notebook(nb, "99_x.ipynb").cells[2].outputs
+    assert [next(iter(o.data)) for o in outputs] == ["text/html"] * 3
+    assert "learning rate = 0.01" in outputs[0].data["text/html"]
+
+
+def test_an_output_widget_shows_what_was_displayed_into_it():
+    nb = widget_notebook()
+    state = nb.metadata["widgets"][build_book.WIDGET_STATE]["state"]
+    state["img"] = {
+        "model_name": "OutputModel",
+        "state": {
+            "outputs": [
+                {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBO"}},
+                {"output_type": "stream", "name": "stdout", "text": "done\n"},
+            ]
+        },
+    }
+    outputs = build_book.page_notebook(nb, "99_x.ipynb").cells[2].outputs
+    assert [o.output_type for o in outputs[2:4]] == ["display_data", "stream"]
+    assert outputs[2].data["image/png"] == "iVBO" and outputs[3].text == "done\n"
+    assert "picture of its default view" in outputs[0].data["text/html"]
+
+
+def test_a_widget_image_that_is_not_png_stops_the_build():
+    nb = widget_notebook()
+    nb.metadata["widgets"][build_book.WIDGET_STATE]["state"]["img"]["state"]["format"] = "jpeg"
+    with pytest.raises(ValueError, match="not png"):
+        build_book.page_notebook(nb, "99_x.ipynb")
+
+
+def test_the_binder_link_is_the_readme_badge_one():
+    readme = (ROOT / "README.md").read_text()
+    assert build_book.binder_url("00_start_here.ipynb") in readme
+
+
+def test_the_landing_page_is_made_from_readme():
+    readme = (ROOT / "README.md").read_text()
+    names = [p.name for p in NOTEBOOKS]
+    pages = {f"notebooks/{n}": n for n in names}
+    pages["docs/instructor-guide.md"] = "instructor-guide.md"
+    landing = build_book.landing_page(readme, pages, names)
+    assert "make lab" in landing and "make test" in landing
+    assert "badge_logo.svg" not in landing  # no image from the network
+    for name in names:
+        if name in readme:
+            assert f"]({name})" in landing, f"landing page does not link to {name}'s page"
+    toc = landing.split("```{toctree}")[1]
+    assert [ln for ln in toc.splitlines() if re.match(r"\d", ln)] == [p.stem for p in NOTEBOOKS]
+    first_line = readme.splitlines()[0]
+    assert landing.startswith(first_line)
+
+
+def test_links_to_repository_files_point_at_pages_or_the_repository():
+    pages = {"notebooks/01_data.ipynb": "01_data.ipynb"}
+    text = "[a](notebooks/01_data.ipynb) [b](LICENSE) [c](https://x.org) ![i](fig.png) [d](#top)"
+    out = build_book.rewrite_links(text, pages)
+    assert "[a](01_data.ipynb)" in out
+    assert "[b](https://github.com/bnteach/bnteach/blob/HEAD/LICENSE)" in out
+    assert "[c](https://x.org)" in out and "![i](fig.png)" in out and "[d](#top)" in out
+    badge = "[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/x)"
+    assert build_book.rewrite_links(badge, {}) == "[Open on Binder](https://mybinder.org/v2/x)"
+
+
+def test_the_cache_key_follows_the_notebook(tmp_path):
+    a = tmp_path / "01_a.ipynb"
+    a.write_text("{}")
+    key = build_book.cache_key(a)
+    assert build_book.cache_key(a) == key
+    a.write_text('{"x": 1}')
+    assert build_book.cache_key(a) != key
+
+
+# ----------------------------------------------------------------------- the built site
+
+BUILD = os.environ.get("BNTEACH_BOOK_BUILD")
+book = pytest.mark.skipif(
+    not BUILD, reason="needs a built book: `make book` (or BNTEACH_BOOK_BUILD=_build)"
+)
+
+
+@pytest.fixture(scope="module")
+def site():
+    bs4 = pytest.importorskip("bs4")
+    build = Path(BUILD)
+    html_dir = build / "html"
+    assert (html_dir / "index.html").exists(), f"no book in {html_dir}: run `make book`"
+
+    @functools.cache
+    def soup(path):
+        return bs4.BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+    executed = {}
+    for path in NOTEBOOKS:
+        out = build / "executed" / f"{path.stem}-{build_book.cache_key(path)}.ipynb"
+        assert out.exists(), f"{path.name} changed since the book was built: run `make book`"
+        executed[path.name] = nbformat.read(out, as_version=4)
+    pages = sorted(p for p in html_dir.rglob("*.html") if "_static" not in p.parts)
+    return {"dir": html_dir, "soup": soup, "executed": executed, "pages": pages}
+
+
+def expected_images(nb):
+    """Image outputs of an executed notebook, counting an explorer's figures (its Image models)."""
+    models = build_book._widget_models(nb)
+    count = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "image/png" in data or "image/svg+xml" in data:
+                count += 1
+            elif build_book.WIDGET_VIEW in data:
+                tree = build_book._walk(models, data[build_book.WIDGET_VIEW]["model_id"])
+                count += sum(
+                    m["name"] == "ImageModel" and bool(m["state"].get("value")) for m in tree
+                )
+    return count
+
+
+def page_text(soup):
+    return " ".join(soup.get_text(" ").split())
+
+
+@book
+@pytest.mark.book
+def test_every_notebook_has_a_page_in_order(site):
+    index = site["soup"](site["dir"] / "index.html")
+    nav = [a["href"] for a in index.select("nav.bd-links a.reference.internal")]
+    pages = [h.split("#")[0] for h in nav if re.match(r"\d", h)]
+    assert pages == [f"{p.stem}.html" for p in NOTEBOOKS]
+    assert "instructor-guide.html" in nav
+    for path in NOTEBOOKS:
+        assert (site["dir"] / f"{path.stem}.html").exists()
+
+
+@book
+@pytest.mark.book
+def test_every_page_has_its_figures_and_printed_results(site):
+    for path in NOTEBOOKS:
+        nb = site["executed"][path.name]
+        soup = site["soup"](site["dir"] / f"{path.stem}.html")
+        outputs = soup.select("div.cell_output")
+        shown = sum(len(o.select("img")) + len(o.select("svg")) for o in outputs)
+        assert shown == expected_images(nb), f"{path.name}: {shown} figures on the page"
+        text = page_text(soup)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                printed = out.get("text", "") if out.output_type == "stream" else ""
+                printed = printed or out.get("data", {}).get("text/plain", "")
+                if out.output_type == "error" or not printed.strip():
+                    continue
+                if set(out.get("data", {})) & {"image/png", "text/html", build_book.WIDGET_VIEW}:
+                    continue  # shown as the richer form
+                line = " ".join(printed.strip().splitlines()[0].split())
+                line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                assert line in text, f"{path.name}: printed {line!r} is not on the page"
+
+
+@book
+@pytest.mark.book
+def test_explorers_are_pictures_with_a_launch_note(site):
+    for path in NOTEBOOKS:
+        nb = site["executed"][path.name]
+        views = sum(
+            build_book.WIDGET_VIEW in out.get("data", {})
+            for cell in nb.cells
+            for out in cell.get("outputs", [])
+        )
+        soup = site["soup"](site["dir"] / f"{path.stem}.html")
+        notes = soup.select("div.bnteach-static-explorer")
+        assert len(notes) == views, f"{path.name}: {views} explorers, {len(notes)} notes"
+        for note in notes:
+            assert note.find("a", href=build_book.binder_url(path.name))
+        assert "widget-view" not in str(soup) and "@jupyter-widgets" not in str(soup)
+
+
+@book
+@pytest.mark.book
+def test_every_page_has_launch_links(site):
+    for path in NOTEBOOKS:
+        soup = site["soup"](site["dir"] / f"{path.stem}.html")
+        assert soup.select_one("a.bnteach-binder")["href"] == build_book.binder_url(path.name)
+        download = soup.select_one("a.bnteach-download")["href"]
+        assert (site["dir"] / download).read_bytes() == path.read_bytes()
+
+
+@book
+@pytest.mark.book
+def test_tracebacks_only_where_a_cell_raises_on_purpose(site):
+    for path in NOTEBOOKS:
+        nb = site["executed"][path.name]
+        expected = sum(
+            out.output_type == "error"
+            for cell in nb.cells
+            if "raises-exception" in cell.metadata.get("tags", [])
+            for out in cell.get("outputs", [])
+        )
+        soup = site["soup"](site["dir"] / f"{path.stem}.html")
+        tracebacks = soup.select("div.output.traceback")
+        assert len(tracebacks) == expected, f"{path.name}: {len(tracebacks)} tracebacks"
+        for tb in tracebacks:
+            cell = tb.find_parent("div", class_="cell")
+            assert "tag_raises-exception" in cell["class"], f"{path.name}: an unexpected error"
+        assert page_text(soup).count("Traceback (most recent call last)") <= expected
+
+
+@book
+@pytest.mark.book
+def test_the_exercises_page_has_no_answers(site):
+    exercises, solutions = "05_exercises.ipynb", "05_exercises_solutions.ipynb"
+    if exercises not in site["executed"] or solutions not in site["executed"]:
+        pytest.skip("no exercise notebooks")
+    own = {c.source.strip() for c in site["executed"][exercises].cells if c.cell_type == "code"}
+    answers = [
+        c.source.strip()
+        for c in site["executed"][solutions].cells
+        if c.cell_type == "code" and c.source.strip() not in own and len(c.source.strip()) > 40
+    ]
+    assert answers, "the solutions notebook has no code of its own"
+    soup = site["soup"](site["dir"] / "05_exercises.html")
+    code = "\n".join(" ".join(pre.get_text().split()) for pre in soup.select("div.cell_input pre"))
+    for answer in answers:
+        assert " ".join(answer.split()) not in code, f"an answer on the exercises page: {answer}"
+    assert (site["dir"] / "05_exercises_solutions.html").exists()
+
+
+def _local_targets(site):
+    """``(page, attribute value)`` for every link or resource a page loads or points to."""
+    for page in site["pages"]:
+        soup = site["soup"](page)
+        for tag in soup.find_all(["a", "link", "script", "img", "iframe", "source"]):
+            for attr in ("href", "src"):
+                if tag.get(attr):
+                    yield page, tag, tag[attr]
+
+
+@book
+@pytest.mark.book
+def test_internal_links_resolve(site):
+    broken = []
+    for page, _tag, target in _local_targets(site):
+        parts = urlsplit(target)
+        if parts.scheme or target.startswith("//"):
+            continue
+        path = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.exists():
+            broken.append(f"{page.name}: {target}")
+        elif parts.fragment and path.suffix == ".html":
+            if not site["soup"](path).find(id=unquote(parts.fragment)):
+                broken.append(f"{page.name}: {target} (no such anchor)")
+    assert not broken, "\n".join(broken[:30])
+
+
+@book
+@pytest.mark.book
+def test_nothing_is_loaded_from_the_network(site):
+    remote = []
+    for page, tag, target in _local_targets(site):
+        loads = tag.name != "a" and not (tag.name == "link" and "canonical" in tag.get("rel", []))
+        if loads and (urlsplit(target).scheme in ("http", "https") or target.startswith("//")):
+            remote.append(f"{page.name}: <{tag.name}> {target}")
+    for css in site["dir"].rglob("*.css"):
+        for m in re.finditer(r"url\(\s*['\"]?(https?:)?//[^)]+\)", css.read_text(errors="replace")):
+            remote.append(f"{css.name}: {m.group(0)}")
+        if "@import" in css.read_text(errors="replace") and "googleapis" in css.read_text():
+            remote.append(f"{css.name}: imports a web font")
+    for page in site["pages"]:
+        text = page.read_text(encoding="utf-8")
+        for host in ("fonts.googleapis", "cdn.jsdelivr", "unpkg.com", "cdnjs", "require.js"):
+            if host in text:
+                remote.append(f"{page.name}: mentions {host}")
+    assert not remote, "\n".join(remote[:30])
+
+
+@book
+@pytest.mark.book
+def test_the_search_index_covers_the_notebooks(site):
+    index = (site["dir"] / "searchindex.js").read_text()
+    assert (site["dir"] / "search.html").exists()
+    for path in NOTEBOOKS:
+        assert f'"{path.stem}"' in index, f"{path.name} is not in the search index"
+    assert "running_mean" in index or "running" in index
+
+
+# --------------------------------------------------------------------- a look in chromium
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@book
+@pytest.mark.book
+@pytest.mark.browser
+def test_pages_in_chromium_load_nothing_from_the_network(site):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    pages = ["index", "03_train_vs_eval", "04_comparison"]
+    remote = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.on(
+            "request",
+            lambda r: remote.append(r.url) if not r.url.startswith(("file:", "data:")) else None,
+        )
+        try:
+            for name in pages:
+                if not (site["dir"] / f"{name}.html").exists():
+                    continue
+                page.goto((site["dir"] / f"{name}.html").resolve().as_uri())
+                page.wait_for_load_state("load")
+                broken = page.evaluate(
+                    "Array.from(document.images).filter(i => !i.complete || !i.naturalWidth)"
+                    ".map(i => i.src)"
+                )
+                assert not broken, f"{name}: images that did not load: {broken[:5]}"
+                page.screenshot(path=str(artifacts / f"book-{name}.png"))
+                if name != "index":
+                    page.locator(
+                        "div.bnteach-static-explorer, div.cell_output img"
+                    ).first.scroll_into_view_if_needed()
+                    page.screenshot(path=str(artifacts / f"book-{name}-figure.png"))
+            page.goto((site["dir"] / "search.html").resolve().as_uri() + "?q=momentum")
+            page.wait_for_selector("#search-results ul li", timeout=20000)
+            hits = page.locator("#search-results ul li").count()
+            page.screenshot(path=str(artifacts / "book-search.png"))
+        finally:
+            browser.close()
+    assert hits > 0
+    assert not remote, f"pages asked the network for {remote[:10]}"
