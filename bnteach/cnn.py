@@ -119,17 +119,33 @@ def _check_data(data):
     return X_train, X_val, y_train, y_val
 
 
-def _check_batch_size(batch_size, n_train):
+def _check_batch_size(batch_size, n_train, drop_last):
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(
             f"batch_size must be a whole number >= 2 (BatchNorm needs more than one image per "
             f"batch in training), got {batch_size!r}."
         )
-    if n_train % batch_size == 1:
+    if not isinstance(drop_last, bool):
+        raise TypeError(f"drop_last must be True or False, got {drop_last!r}.")
+    if n_train % batch_size == 1 and not drop_last:
         raise ValueError(
             f"With {n_train} training images and batch_size={batch_size} the last batch holds "
-            f"one image; pick another batch size."
+            f"one image (a problem for BatchNorm's statistics in training): pass "
+            f"drop_last=True, or pick another batch size."
         )
+    if n_train < batch_size and drop_last:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {n_train} training images: with "
+            f"drop_last=True no batch would be left."
+        )
+
+
+def _batches(order, batch_size, drop_last, dim=0):
+    """Index batches of order (split along dim); without the last one if drop_last and short."""
+    parts = list(order.split(batch_size, dim=dim))
+    if drop_last and parts[-1].shape[dim] < batch_size:
+        parts.pop()
+    return parts
 
 
 def evaluate_cnn(model, X, y):
@@ -147,29 +163,32 @@ def _order(n, seed, epochs):
     return [torch.randperm(n, generator=g) for _ in range(epochs)]
 
 
-def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64):
+def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64, drop_last=False):
     """Train one model with Adam on ``CrossEntropyLoss``; return a ``History``.
 
     data: ``(X_train, X_val, y_train, y_val)``. seed: the shuffle order's seed (the model's
     initialisation is up to the caller). Each epoch: ``model.train()``, one pass over shuffled
-    batches (sample-weighted mean loss), then ``model.eval()`` on the whole validation set.
+    batches (sample-weighted mean loss; ``drop_last`` skips a last, smaller batch), then
+    ``model.eval()`` on the whole validation set.
     """
     check_lr(lr)
     check_epochs(epochs)
     X_train, X_val, y_train, y_val = _check_data(data)
-    _check_batch_size(batch_size, X_train.shape[0])
+    _check_batch_size(batch_size, X_train.shape[0], drop_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History(lr=lr, epochs=epochs)
     for order in _order(X_train.shape[0], seed, epochs):
+        order = order.to(X_train.device)
         model.train()
-        total = 0.0
-        for idx in order.split(batch_size):
+        total, seen = 0.0, 0
+        for idx in _batches(order, batch_size, drop_last):
             loss = F.cross_entropy(model(X_train[idx]), y_train[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * idx.numel()
-        history.train_loss.append(total / X_train.shape[0])
+            seen += idx.numel()
+        history.train_loss.append(total / seen)
         val_loss, val_acc = evaluate_cnn(model, X_val, y_val)
         history.val_loss.append(val_loss)
         history.val_acc.append(val_acc)
@@ -318,6 +337,7 @@ def train_cnns(
     batch_size=64,
     channels=(8, 16),
     bias=None,
+    drop_last=False,
     models=None,
 ):
     """Train one ``SmallCNN(norm, channels, bias)`` per seed, all at once; a list of History.
@@ -326,13 +346,14 @@ def train_cnns(
     bias)``, the shuffle orders of ``train_cnn(..., seed=s)``; the same computation as
     ``train_cnn`` on that model, up to floating-point rounding (tests/test_cnn.py), whatever
     the other replicas are. norm: one name for all, or a list with one per seed (then give
-    ``bias`` explicitly: all replicas share the conv-bias setting). models: optional list of
+    ``bias`` explicitly: all replicas share the conv-bias setting). drop_last: skip a last,
+    smaller batch (as in ``train_cnn``). models: optional list of
     already built models (one per seed; trained in place) instead of building them.
     """
     check_lr(lr)
     check_epochs(epochs)
     X_train, X_val, y_train, y_val = _check_data(data)
-    _check_batch_size(batch_size, X_train.shape[0])
+    _check_batch_size(batch_size, X_train.shape[0], drop_last)
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}.")
@@ -345,7 +366,8 @@ def train_cnns(
         models = [_build(s, n, channels, X_train.dtype, bias) for s, n in zip(seeds, norms)]
     elif len(models) != len(seeds):
         raise ValueError(f"Got {len(models)} models for {len(seeds)} seeds: pass one per seed.")
-    stack = _Stack(models).to(X_train.dtype)
+    device = X_train.device  # the replicas train where the data lives
+    stack = _Stack([m.to(device) for m in models]).to(device=device, dtype=X_train.dtype)
     R, n = len(seeds), X_train.shape[0]
     optimizer = torch.optim.Adam(stack.parameters(), lr=lr)
     histories = [History(lr=lr, epochs=epochs) for _ in seeds]
@@ -353,9 +375,10 @@ def train_cnns(
     val_in = X_val.expand(-1, R, -1, -1)  # every replica sees the whole validation set
     for epoch in range(epochs):
         stack.train()
-        order = torch.stack([o[epoch] for o in orders])  # (R, n)
-        totals = torch.zeros(R, dtype=torch.float64)
-        for idx in order.split(batch_size, dim=1):  # (R, B)
+        order = torch.stack([o[epoch] for o in orders]).to(device)  # (R, n)
+        totals = torch.zeros(R, dtype=torch.float64, device=device)
+        seen = 0
+        for idx in _batches(order, batch_size, drop_last, dim=1):  # (R, B)
             xb = X_train[idx].squeeze(2).transpose(0, 1)  # (B, R, 8, 8)
             yb = y_train[idx].T  # (B, R)
             logits = stack(xb)  # (B, R, 10)
@@ -364,6 +387,7 @@ def train_cnns(
             losses.sum().backward()
             optimizer.step()
             totals += losses.detach().double() * idx.shape[1]
+            seen += idx.shape[1]
         stack.eval()
         with torch.no_grad():
             logits = stack(val_in)  # (N_val, R, 10)
@@ -371,7 +395,7 @@ def train_cnns(
             val_loss = F.cross_entropy(logits.permute(0, 2, 1), yv, reduction="none").mean(0)
             val_acc = (logits.argmax(2) == yv).double().mean(0)
         for r, h in enumerate(histories):
-            h.train_loss.append(float(totals[r]) / n)
+            h.train_loss.append(float(totals[r]) / seen)
             h.val_loss.append(float(val_loss[r]))
             h.val_acc.append(float(val_acc[r]))
             if not math.isfinite(h.train_loss[-1]) and h.diverged_at is None:

@@ -195,3 +195,19 @@ def test_mixed_norms_need_one_bias_setting(digits):
         train_cnns([0, 1], digits, norm=["batch", "layer"], epochs=1)
     with pytest.raises(ValueError, match="one per seed"):
         train_cnns([0, 1], digits, norm=["batch"], epochs=1)
+
+
+def test_drop_last_skips_a_last_batch_of_one_in_both_loops(digits):
+    X_train, X_val, y_train, y_val = _tiny(digits, 65)
+    data = (X_train, X_val, y_train, y_val)
+    h = train_cnns(
+        [4], data, norm="batch", epochs=1, batch_size=16, channels=(4, 8), drop_last=True
+    )
+    model = _build(4, "batch", (4, 8), torch.float64)
+    plain = train_cnn(model, data, seed=4, epochs=1, batch_size=16, drop_last=True)
+    torch.testing.assert_close(
+        torch.tensor(h[0].val_loss), torch.tensor(plain.val_loss), rtol=1e-9, atol=1e-10
+    )
+    assert model.features[1].num_batches_tracked.item() == 4  # 64 of 65 images, 4 batches
+    with pytest.raises(ValueError, match="drop_last=True"):
+        train_cnn(model, data, seed=4, epochs=1, batch_size=16)
