@@ -459,3 +459,26 @@ def test_failed_fold_leaves_both_layers_as_they_were(case):
         fold_into_linear(lin, bn if case != "not conv" else copy.deepcopy(nn.BatchNorm1d(5)))
     for m, snap in zip((conv, lin, bn), before):
         assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("n_batches", [1, 3])
+def test_recalibrate_agrees_with_swa_utils_update_bn(n_batches):
+    # in the spirit of test/optim/test_swa_utils.py::TestSWAUtils::test_update_bn: after one
+    # pass, update_bn's buffers are the cumulative average of the per-batch statistics; our
+    # recalibrate computes the same (and with one batch of everything, the data's statistics)
+    from torch.optim.swa_utils import update_bn
+
+    g = torch.Generator().manual_seed(1)
+    loader = [torch.randn(30, 5, generator=g) * 3 + 1 for _ in range(n_batches)]
+    ours, theirs = trained_model(), trained_model()
+    for model in (ours, theirs):  # update_bn handles torch's layers only
+        model[1] = nn.BatchNorm1d(4)
+        model.train()
+    recalibrate(ours, loader)
+    update_bn(loader, theirs)
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    if n_batches == 1:
+        h = ours[0](loader[0]).detach()
+        torch.testing.assert_close(ours[1].running_mean, h.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours[1].running_var, h.var(0), rtol=1e-5, atol=1e-6)
