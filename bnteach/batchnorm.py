@@ -25,7 +25,11 @@ Deliberate departures from PyTorch (each pinned by a test in tests/test_batchnor
 - ``momentum`` outside [0, 1] is rejected, by the modules and by ``batch_norm`` (torch accepts
   any float, e.g. Keras' 0.9 by mistake).
 - ``eps`` must be a positive finite number, checked when the layer is built and on every call
-  (torch checks ``eps > 0`` only in a training forward pass, and accepts NaN).
+  (torch builds any layer, rejects ``eps <= 0`` only in a training forward pass, accepts
+  ``eps = 0`` in eval mode, and accepts NaN).
+- A layer and an input of different float dtypes raise :class:`DtypeMismatchError` (a
+  ``RuntimeError``, as in torch, and a ``TypeError``); a float32 layer accepts float16 and
+  bfloat16 input, as torch's does.
 - A training batch whose statistics are NaN or infinite raises :class:`NonFiniteBatchError` and
   leaves the running statistics (and ``num_batches_tracked``) untouched; torch writes the NaN
   into them, which makes every later eval-mode output NaN.
