@@ -1,8 +1,8 @@
 """Batch Normalization from the formulas, plus tools to fold, recalibrate and freeze BN layers.
 
-Shapes: N = batch size, C = channels (features), L = length (e.g. time steps).
-For an input of shape (N, C) or (N, C, L), every channel c gets its own statistics,
-computed over N (and L):
+Shapes: N = batch size, C = channels (features), * = any spatial dims (L; or H, W for images).
+For an input of shape (N, C, *), every channel c gets its own statistics, computed over N and
+every spatial position (n = N * H * W values per channel for an image batch):
 
     mean[c] = average of x[:, c]
     var[c]  = average of (x[:, c] - mean[c]) ** 2          (biased: divide by n)
@@ -15,10 +15,33 @@ Training also updates the running buffers, with the UNBIASED variance (divide by
 
 PyTorch's convention: ``momentum`` is the weight of the NEW batch statistic (default 0.1).
 Keras and CS231n call 0.9 or 0.99 "momentum": the weight of the OLD value. Their 0.9 is our 0.1.
+
+Like PyTorch: float16/bfloat16 inputs are normalized in float32 and returned in their own dtype
+(also by a float32 layer); an empty batch (N = 0) in training returns an empty output and leaves
+the running statistics as they were; old state dicts without ``num_batches_tracked`` load.
+
+Deliberate departures from PyTorch (each pinned by a test in tests/test_batchnorm_torch_cases.py):
+
+- ``momentum`` outside [0, 1] is rejected, by the modules and by ``batch_norm`` (torch accepts
+  any float, e.g. Keras' 0.9 by mistake).
+- ``eps`` must be a positive finite number, checked when the layer is built and on every call
+  (torch builds any layer, rejects ``eps <= 0`` only in a training forward pass, accepts
+  ``eps = 0`` in eval mode, and accepts NaN).
+- A layer and an input of different float dtypes raise :class:`DtypeMismatchError` (a
+  ``RuntimeError``, as in torch, and a ``TypeError``); a float32 layer accepts float16 and
+  bfloat16 input, as torch's does.
+- A training batch whose statistics are NaN or infinite raises :class:`NonFiniteBatchError` and
+  leaves the running statistics (and ``num_batches_tracked``) untouched; torch writes the NaN
+  into them, which makes every later eval-mode output NaN.
+- ``batch_norm`` with ``training=False`` and no running statistics (None, None) normalizes with
+  the batch statistics; torch's functional form raises.
+- A channel-count mismatch raises :class:`ChannelMismatchError`, a subclass of both
+  ``RuntimeError`` (what torch raises) and ``ValueError`` (what earlier versions raised here).
 """
 
 import functools
 import itertools
+import math
 import numbers
 
 import torch
@@ -28,37 +51,87 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = [
     "batch_norm",
     "BatchNorm1d",
+    "BatchNorm2d",
+    "ChannelMismatchError",
+    "NonFiniteBatchError",
+    "DtypeMismatchError",
     "bn_layers",
     "fold_into_linear",
+    "fold_into_conv",
     "recalibrate",
     "freeze",
     "unfreeze",
 ]
 
 
+class ChannelMismatchError(ValueError, RuntimeError):
+    """A per-channel tensor or layer size does not match input.shape[1].
+
+    Both a RuntimeError (what PyTorch raises) and a ValueError (what bnteach raised before)."""
+
+
+class DtypeMismatchError(TypeError, RuntimeError):
+    """The input's dtype does not fit the layer's (a RuntimeError in torch, too)."""
+
+
+class NonFiniteBatchError(ValueError):
+    """A training batch whose statistics are NaN or infinite; running statistics untouched."""
+
+
 # ----------------------------------------------------------------------------- input checks
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
-def _check_rank(input):
-    """Raise unless input has shape (N, C) or (N, C, L)."""
-    if input.dim() not in (2, 3):
-        raise ValueError(
-            f"BatchNorm1d expected input of shape (N, C) or (N, C, L), "
-            f"got {input.dim()}-D input of shape {tuple(input.shape)}. "
-            f"For images (N, C, H, W) use BatchNorm2d; to normalize a single sample "
-            f"of shape (C,), add a batch dimension with x.unsqueeze(0)."
+
+def _check_tensor(input, layer):
+    """Raise unless input is a floating-point tensor."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(
+            f"{layer} expects a torch.Tensor, got {type(input).__name__}. "
+            f"Convert your data with torch.as_tensor(x, dtype=torch.float32)."
+        )
+    if not input.is_floating_point():
+        raise TypeError(
+            f"{layer} expects a floating-point input, got dtype {input.dtype}. "
+            f"Batch statistics need fractions: convert with x.float()."
         )
 
 
-def _check_channels(input, size, what):
+def _check_rank(input, ranks=(2, 3), layer="BatchNorm1d"):
+    """Raise unless input.dim() is in ranks (None: any rank >= 2)."""
+    if ranks is None:
+        if input.dim() < 2:
+            raise ValueError(
+                f"batch_norm expected input of shape (N, C, *), got {input.dim()}-D input of "
+                f"shape {tuple(input.shape)}. To normalize a single sample of shape (C,), add a "
+                f"batch dimension with x.unsqueeze(0)."
+            )
+        return
+    if input.dim() in ranks:
+        return
+    if ranks == (4,):
+        raise ValueError(
+            f"{layer} expected input of shape (N, C, H, W), got {input.dim()}-D input of shape "
+            f"{tuple(input.shape)}. For a single image (C, H, W) add a batch dimension with "
+            f"x.unsqueeze(0); for (N, C) or (N, C, L) use BatchNorm1d."
+        )
+    raise ValueError(
+        f"{layer} expected input of shape (N, C) or (N, C, L), "
+        f"got {input.dim()}-D input of shape {tuple(input.shape)}. "
+        f"For images (N, C, H, W) use BatchNorm2d; to normalize a single sample "
+        f"of shape (C,), add a batch dimension with x.unsqueeze(0)."
+    )
+
+
+def _check_channels(input, size, what, layer="BatchNorm1d"):
     """Raise unless size (described by `what`) equals the number of channels of input."""
     channels = input.shape[1]
     if size != channels:
-        raise ValueError(
+        raise ChannelMismatchError(
             f"{what} {size} but the input has {channels} channels "
             f"(input.shape[1] for input of shape {tuple(input.shape)}). "
-            f"BatchNorm1d(num_features) must match the channel dimension: "
-            f"use BatchNorm1d({channels}), or check the layer in front of it."
+            f"{layer}(num_features) must match the channel dimension: "
+            f"use {layer}({channels}), or check the layer in front of it."
         )
 
 
@@ -75,87 +148,32 @@ def _check_spread(input):
         )
 
 
-# ----------------------------------------------------------------------------- functional
+def _check_dtypes(input, tensors):
+    """Raise unless every per-channel tensor has input's dtype, or float32 for a float16 /
+    bfloat16 input (the one mix torch allows: a float32 layer on low-precision data)."""
+    allowed = {input.dtype, _compute_dtype(input.dtype)}
+    for name, t in tensors:
+        if t is not None and t.dtype not in allowed:
+            raise DtypeMismatchError(
+                f"The input is {input.dtype} but {name} is {t.dtype}. Use one dtype for data "
+                f"and layer: convert the data (x.to({t.dtype})) or the layer "
+                f"(layer.to({input.dtype})). (A float32 layer also accepts float16 / "
+                f"bfloat16 input.)"
+            )
 
 
-def _as_channels(t, input):
-    """Reshape a per-channel tensor (C,) to (1, C) or (1, C, 1) so it broadcasts with input."""
-    return t.reshape((1, -1) + (1,) * (input.dim() - 2))
-
-
-def _batch_stats(input):
-    """Per-channel mean and biased variance of input (N, C) or (N, C, L); each of shape (C,)."""
-    dims = (0,) if input.dim() == 2 else (0, 2)
-    mean = input.mean(dim=dims)
-    var = ((input - _as_channels(mean, input)) ** 2).mean(dim=dims)
-    return mean, var
-
-
-def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
-    """In place: blend batch mean and UNBIASED variance (C,) into the running buffers (C,)."""
-    with torch.no_grad():
-        unbiased_var = var * n / (n - 1)
-        running_mean.mul_(1 - momentum).add_(momentum * mean)
-        running_var.mul_(1 - momentum).add_(momentum * unbiased_var)
-
-
-def batch_norm(
-    input,
-    running_mean,
-    running_var,
-    weight=None,
-    bias=None,
-    training=False,
-    momentum=0.1,
-    eps=1e-5,
-):
-    """Batch-normalize input (N, C) or (N, C, L); same arguments as F.batch_norm.
-
-    running_mean, running_var, weight, bias: (C,) or None. Returns a tensor shaped like input.
-    Uses batch statistics when training (or when no running statistics are given), and
-    then updates running_mean/running_var in place if they are given.
-    Otherwise normalizes with running_mean/running_var and changes nothing.
-    """
-    _check_rank(input)
-    for name, t in [
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ]:
-        if t is not None:
-            _check_channels(input, t.numel(), f"{name} has size")
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(
-            "Pass both running_mean and running_var, or neither (None, None) "
-            "to always normalize with batch statistics."
-        )
-    if momentum is None:
+def _check_eps(eps):
+    """Raise unless eps is a positive finite number."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(
-            "momentum must be a float, not None (like in F.batch_norm). "
-            "momentum=None (cumulative average) is a feature of the BatchNorm1d module: "
-            "it passes momentum=1/num_batches_tracked. Do the same here."
+            f"eps must be a small positive number such as 1e-5, got {type(eps).__name__} {eps!r}."
         )
-
-    use_batch_stats = training or running_mean is None
-    if use_batch_stats:
-        _check_spread(input)
-        mean, var = _batch_stats(input)
-        if training and running_mean is not None:
-            n = input.numel() // input.shape[1]
-            _update_running_stats(running_mean, running_var, mean, var, n, momentum)
-    else:
-        mean, var = running_mean, running_var
-
-    out = (input - _as_channels(mean, input)) / torch.sqrt(_as_channels(var, input) + eps)
-    if weight is not None:
-        out = out * _as_channels(weight, input)
-    if bias is not None:
-        out = out + _as_channels(bias, input)
-    return out
-
-
-# ----------------------------------------------------------------------------- module
+    if not math.isfinite(eps) or eps <= 0:
+        raise ValueError(
+            f"eps must be a positive, finite number (default 1e-5), got {eps!r}. It is added "
+            f"to the variance inside the square root so that a constant channel (variance 0) "
+            f"does not divide by zero: eps <= 0 turns such a channel into NaN or inf."
+        )
 
 
 def _check_momentum(momentum):
@@ -177,8 +195,134 @@ def _check_momentum(momentum):
         )
 
 
-class BatchNorm1d(nn.Module):
-    """Batch Normalization over (N, C) or (N, C, L) input; a drop-in for nn.BatchNorm1d.
+def _check_finite_stats(mean, var, input):
+    """Raise NonFiniteBatchError if a channel's batch mean or variance is NaN or infinite."""
+    bad = ~(torch.isfinite(mean) & torch.isfinite(var))
+    if bool(bad.any()):
+        channels = bad.nonzero().flatten().tolist()
+        shown = ", ".join(map(str, channels[:8])) + (", ..." if len(channels) > 8 else "")
+        raise NonFiniteBatchError(
+            f"The training batch (input of shape {tuple(input.shape)}) contains NaN or "
+            f"infinite values in channel(s) {shown}: its statistics are not finite. Blending "
+            f"them into running_mean/running_var would make those NaN for good (every later "
+            f"eval-mode output NaN), so they were left unchanged. Find where the NaN comes "
+            f"from: the data (torch.isnan(X).any()), or a layer before this one that "
+            f"diverged (a learning rate too large)."
+        )
+
+
+# ----------------------------------------------------------------------------- functional
+
+
+def _as_channels(t, input):
+    """Reshape a per-channel tensor (C,) to (1, C, 1, ...) so it broadcasts with input."""
+    return t.reshape((1, -1) + (1,) * (input.dim() - 2))
+
+
+def _compute_dtype(dtype):
+    """float16/bfloat16 are computed in float32 (as PyTorch does); others in their own dtype."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _batch_stats(input):
+    """Per-channel mean and biased variance of input (N, C, *); each of shape (C,)."""
+    dims = (0,) + tuple(range(2, input.dim()))
+    mean = input.mean(dim=dims)
+    var = ((input - _as_channels(mean, input)) ** 2).mean(dim=dims)
+    return mean, var
+
+
+def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
+    """In place: blend batch mean and UNBIASED variance (C,) into the running buffers (C,).
+
+    The blend is computed in the statistics' dtype (float32 for a low-precision input) and
+    only then stored in the buffers' dtype, so n / (n - 1) cannot overflow a float16 buffer."""
+    with torch.no_grad():
+        unbiased_var = var * (n / (n - 1))
+        for buf, stat in ((running_mean, mean), (running_var, unbiased_var)):
+            blended = (1 - momentum) * buf.to(stat.dtype) + momentum * stat
+            buf.copy_(blended)
+
+
+def batch_norm(
+    input,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training=False,
+    momentum=0.1,
+    eps=1e-5,
+):
+    """Batch-normalize input (N, C, *); same arguments as F.batch_norm.
+
+    running_mean, running_var, weight, bias: (C,) or None. Returns a tensor shaped like input,
+    in input's dtype. Uses batch statistics (over N and every spatial position) when training
+    (or when no running statistics are given), and then updates running_mean/running_var in
+    place if they are given. Otherwise normalizes with running_mean/running_var and changes
+    nothing. See the module docstring for where this departs from torch on purpose.
+    """
+    _check_tensor(input, "batch_norm")
+    _check_rank(input, ranks=None)
+    for name, t in [
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ]:
+        if t is not None:
+            _check_channels(input, t.numel(), f"{name} has size", layer="batch_norm")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(
+            "Pass both running_mean and running_var, or neither (None, None) "
+            "to always normalize with batch statistics."
+        )
+    if momentum is None:
+        raise TypeError(
+            "momentum must be a float, not None (like in F.batch_norm). "
+            "momentum=None (cumulative average) is a feature of the BatchNorm1d module: "
+            "it passes momentum=1/num_batches_tracked. Do the same here."
+        )
+    _check_momentum(momentum)
+    _check_eps(eps)
+    _check_dtypes(
+        input,
+        [
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("weight", weight),
+            ("bias", bias),
+        ],
+    )
+
+    cdtype = _compute_dtype(input.dtype)
+    x = input.to(cdtype)
+    use_batch_stats = training or running_mean is None
+    if use_batch_stats:
+        _check_spread(input)
+        if input.shape[0] == 0:  # an empty batch: nothing to normalize, nothing to learn
+            return input.clone()
+        mean, var = _batch_stats(x)
+        if training and running_mean is not None:
+            _check_finite_stats(mean, var, input)
+            n = input.numel() // input.shape[1]
+            _update_running_stats(running_mean, running_var, mean, var, n, momentum)
+    else:
+        mean, var = running_mean.to(cdtype), running_var.to(cdtype)
+
+    out = (x - _as_channels(mean, x)) / torch.sqrt(_as_channels(var, x) + eps)
+    if weight is not None:
+        out = out * _as_channels(weight.to(cdtype), x)
+    if bias is not None:
+        out = out + _as_channels(bias.to(cdtype), x)
+    return out.to(input.dtype)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class _BatchNormBase(nn.Module):
+    """What BatchNorm1d and BatchNorm2d share; they differ only in the input ranks accepted.
 
     weight, bias: (C,) learnable scale and shift (None unless affine; bias is also None
     with bias=False, a keyword-only argument as in torch >= 2.13: scale, no shift).
@@ -189,6 +333,9 @@ class BatchNorm1d(nn.Module):
     momentum = 1 / num_batches_tracked.
     Mode follows self.training (model.train() / model.eval()), not torch.no_grad().
     """
+
+    _version = 2  # like torch: version 2 added num_batches_tracked (see _load_from_state_dict)
+    _ranks = None  # input ranks accepted, set by the subclasses
 
     def __init__(
         self,
@@ -203,9 +350,17 @@ class BatchNorm1d(nn.Module):
         bias=True,
     ):
         super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral):
+            raise TypeError(
+                f"num_features must be a whole number (the channel count, input.shape[1]), "
+                f"got {type(num_features).__name__} {num_features!r}."
+            )
+        if num_features < 1:
+            raise ValueError(f"num_features must be at least 1, got {num_features}.")
         _check_momentum(momentum)
+        _check_eps(eps)
         factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
+        self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
@@ -247,22 +402,21 @@ class BatchNorm1d(nn.Module):
                 nn.init.zeros_(self.bias)
 
     def forward(self, input):
-        """input (N, C) or (N, C, L) -> output of the same shape."""
-        _check_rank(input)
-        _check_channels(input, self.num_features, "BatchNorm1d has num_features =")
+        """input (N, C, ...) of the ranks the layer accepts -> output of the same shape."""
+        name = type(self).__name__
+        _check_tensor(input, name)
+        _check_rank(input, self._ranks, name)
+        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
         use_batch_stats = self.training or self.running_mean is None
-        if use_batch_stats:
-            _check_spread(input)  # before touching num_batches_tracked
 
+        update = self.training and self.track_running_stats
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
+        if update and self.momentum is None:  # cumulative average over the batches so far
+            factor = 1.0 / (float(self.num_batches_tracked) + 1.0)
 
         # in training without tracking, pass no buffers so that nothing is updated
         use_buffers = not self.training or self.track_running_stats
-        return batch_norm(
+        out = batch_norm(
             input,
             self.running_mean if use_buffers else None,
             self.running_var if use_buffers else None,
@@ -271,6 +425,23 @@ class BatchNorm1d(nn.Module):
             training=use_batch_stats,
             momentum=factor,
             eps=self.eps,
+        )
+        if update:  # only after success: a failed call leaves every buffer as it was
+            self.num_batches_tracked.add_(1)
+        return out
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ):
+        # State dicts saved before version 2 have no num_batches_tracked: load them with 0,
+        # as torch's _BatchNorm does, instead of failing with a missing key.
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats:
+            if key not in state_dict:
+                state_dict[key] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
 
     def extra_repr(self):
@@ -282,12 +453,61 @@ class BatchNorm1d(nn.Module):
         )
 
 
+class BatchNorm1d(_BatchNormBase):
+    """Batch Normalization over (N, C) or (N, C, L) input; a drop-in for nn.BatchNorm1d.
+
+    Statistics per channel over N (and L). Parameters, buffers, state_dict keys, repr, modes
+    and errors as in nn.BatchNorm1d; see _BatchNormBase for what they mean.
+    """
+
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNormBase):
+    """Batch Normalization over image batches (N, C, H, W); a drop-in for nn.BatchNorm2d.
+
+    Statistics per channel c over N, H and W (n = N * H * W values; running_var gets the
+    unbiased variance, divided by n - 1). Training rejects only n == 1: one image with
+    H * W > 1 is accepted, as in PyTorch. Otherwise exactly BatchNorm1d.
+    """
+
+    _ranks = (4,)
+
+
 # ----------------------------------------------------------------------------- tools
+
+_BN_TYPES = (_BatchNorm, _BatchNormBase)
 
 
 def bn_layers(model):
     """List of the batch-norm modules in model (torch's BatchNorm*d and ours), in order."""
-    return [m for m in model.modules() if isinstance(m, (_BatchNorm, BatchNorm1d))]
+    return [m for m in model.modules() if isinstance(m, _BN_TYPES)]
+
+
+def _fold_factors(bn, channels, like, what):
+    """(s, shift) of shape (C,) with bn(z) = z * s + shift in eval mode; raises teaching errors.
+
+    s = weight / sqrt(running_var + eps); shift = bias - running_mean * s.
+    """
+    if not isinstance(bn, _BN_TYPES):
+        raise TypeError(f"bn must be a BatchNorm layer, got {type(bn).__name__}.")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            "Cannot fold a BatchNorm layer without running statistics "
+            "(track_running_stats=False): it always normalizes with the current batch, "
+            "so it is not a fixed affine map. Train with track_running_stats=True."
+        )
+    if channels != bn.num_features:
+        raise ValueError(
+            f"{what} but bn has num_features={bn.num_features}; fold a BatchNorm that directly "
+            f"follows this layer."
+        )
+    mean = bn.running_mean.detach().to(**like)
+    var = bn.running_var.detach().to(**like)
+    gamma = torch.ones_like(mean) if bn.weight is None else bn.weight.detach().to(**like)
+    beta = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().to(**like)
+    s = gamma / torch.sqrt(var + bn.eps)
+    return s, beta - mean * s
 
 
 def fold_into_linear(linear, bn):
@@ -296,47 +516,88 @@ def fold_into_linear(linear, bn):
     linear: weight (C, in), bias (C,) or None.  bn: C features with running statistics;
     its weight/bias may be None (affine=False, or bias=False): they then count as 1 and 0.
     s = weight / sqrt(running_var + eps);  W' = s[:, None] * W;  b' = (b - running_mean) * s + bias
+    Neither argument is changed.
     """
-    if not isinstance(bn, (_BatchNorm, BatchNorm1d)):
-        raise TypeError(f"bn must be a BatchNorm layer, got {type(bn).__name__}.")
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError(
-            "Cannot fold a BatchNorm layer without running statistics "
-            "(track_running_stats=False): it always normalizes with the current batch, "
-            "so it is not a fixed affine map. Train with track_running_stats=True."
-        )
-    if linear.out_features != bn.num_features:
-        raise ValueError(
-            f"linear has out_features={linear.out_features} but bn has "
-            f"num_features={bn.num_features}; fold a BatchNorm that directly follows "
-            f"this Linear."
-        )
-
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}.")
     W = linear.weight.detach()
     like = {"dtype": W.dtype, "device": W.device}
-    mean = bn.running_mean.detach().to(**like)
-    var = bn.running_var.detach().to(**like)
-    gamma = torch.ones_like(mean) if bn.weight is None else bn.weight.detach().to(**like)
-    beta = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().to(**like)
-    b = torch.zeros_like(mean) if linear.bias is None else linear.bias.detach()
+    what = f"linear has out_features={linear.out_features}"
+    s, shift = _fold_factors(bn, linear.out_features, like, what)
+    b = torch.zeros_like(s) if linear.bias is None else linear.bias.detach()
 
-    s = gamma / torch.sqrt(var + bn.eps)
     folded = nn.Linear(linear.in_features, linear.out_features, bias=True, **like)
     with torch.no_grad():
         folded.weight.copy_(s[:, None] * W)
-        folded.bias.copy_((b - mean) * s + beta)
+        folded.bias.copy_(b * s + shift)
     return folded
 
 
-def _first_batch_input(batch):
-    """A loader batch is (x, y, ...) or x; return x."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
+def fold_into_conv(conv, bn):
+    """Return a NEW nn.Conv2d equal to bn(conv(x)) with bn in eval mode.
+
+    conv: weight (C, C_in / groups, kH, kW), bias (C,) or None; stride, padding, dilation,
+    groups and padding_mode are kept. bn: C channels with running statistics (weight/bias
+    None count as 1 and 0). Per output channel c, with s = weight / sqrt(running_var + eps):
+    W'[c] = s[c] * W[c];  b'[c] = (b[c] - running_mean[c]) * s[c] + bias[c].
+    Agrees with torch.nn.utils.fusion.fuse_conv_bn_eval. Neither argument is changed.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(
+            f"conv must be an nn.Conv2d, got {type(conv).__name__}. (For an nn.Linear use "
+            f"fold_into_linear.)"
+        )
+    W = conv.weight.detach()
+    like = {"dtype": W.dtype, "device": W.device}
+    what = f"conv has out_channels={conv.out_channels}"
+    s, shift = _fold_factors(bn, conv.out_channels, like, what)
+    b = torch.zeros_like(s) if conv.bias is None else conv.bias.detach()
+
+    folded = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
+        padding_mode=conv.padding_mode,
+        **like,
+    )
+    with torch.no_grad():
+        folded.weight.copy_(W * s.reshape(-1, 1, 1, 1))
+        folded.bias.copy_(b * s + shift)
+    return folded
+
+
+def _batch_input(batch, index):
+    """A loader batch is (x, y, ...) or x; return x, or raise a teaching error."""
+    x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) > 0 else batch
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"Batch {index} of the loader is a {type(batch).__name__}"
+            f"{'' if x is batch else f' whose first item is a {type(x).__name__}'}; "
+            f"recalibrate needs batches (x, y) or x with x a tensor of shape (N, ...). "
+            f"Wrap your data in a DataLoader(TensorDataset(X, y)) or a TensorLoader."
+        )
+    return x
 
 
 def _model_device(model):
     """Device of the model's first parameter (or buffer); CPU if it has neither."""
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     return torch.device("cpu") if first is None else first.device
+
+
+def _model_dtype(model):
+    """dtype of the model's first floating-point parameter, or None."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _check_model(model, what):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} needs an nn.Module, got {type(model).__name__}.")
 
 
 def recalibrate(model, loader):
@@ -357,22 +618,22 @@ def recalibrate(model, loader):
     - With one batch holding the whole set, both are exactly the population statistics
       (running_var the unbiased population variance, divided by n - 1).
 
-    Training flags and momentum are restored exactly. Returns model.
+    Training flags and momentum are restored exactly. If any batch fails (a wrong shape,
+    dtype, a batch of one, ...), the model is left exactly as it was before the call (running
+    statistics included) and the error says so. Returns model.
     """
+    _check_model(model, "recalibrate")
     layers = [m for m in bn_layers(model) if m.running_mean is not None]
     if not layers:
         raise ValueError(
             "Nothing to recalibrate: the model has no BatchNorm layer with running "
             "statistics (track_running_stats=True)."
         )
-    batches = iter(loader)
-    first = next(batches, None)
-    if first is None:
-        raise ValueError("The loader is empty: recalibrate needs at least one batch.")
-
     flags = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in layers}
-    device = _model_device(model)
+    saved = {m: {k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in layers}
+    device, dtype = _model_device(model), _model_dtype(model)
+    index = -1
     try:
         for m in model.modules():
             m.training = False
@@ -381,9 +642,28 @@ def recalibrate(model, loader):
             m.momentum = None
             m.training = True
         with torch.no_grad():
-            model(_first_batch_input(first).to(device))
-            for batch in batches:
-                model(_first_batch_input(batch).to(device))
+            for index, batch in enumerate(loader):
+                x = _batch_input(batch, index)
+                if dtype is not None and x.is_floating_point() and x.dtype != dtype:
+                    raise TypeError(
+                        f"Batch {index} of the loader holds {x.dtype} inputs but the model's "
+                        f"parameters are {dtype}: convert the data (e.g. X.to({dtype})) or the "
+                        f"model (model.to({x.dtype}))."
+                    )
+                model(x.to(device))
+        if index < 0:
+            raise ValueError("The loader is empty: recalibrate needs at least one batch.")
+    except Exception as err:
+        with torch.no_grad():
+            for m, buffers in saved.items():
+                for k, b in m.named_buffers(recurse=False):
+                    b.copy_(buffers[k])
+        where = f" at batch {index}" if index >= 0 else ""
+        err.add_note(
+            f"recalibrate failed{where}; the model was left exactly as it was before the call "
+            f"(running statistics, modes and momentum restored)."
+        )
+        raise
     finally:
         for m, training in flags.items():
             m.training = training
@@ -397,30 +677,75 @@ def _frozen_train(module, mode=True):
     return nn.Module.train(module, False)
 
 
+def _bn_state(layers):
+    """What freeze/unfreeze change, to restore it if they fail half-way."""
+    return [
+        (
+            m,
+            m.training,
+            vars(m).get("train"),
+            [(p, p.requires_grad) for p in (m.weight, m.bias) if p is not None],
+        )
+        for m in layers
+    ]
+
+
+def _restore_bn_state(state):
+    for m, training, train_attr, params in state:
+        m.training = training
+        if train_attr is None:
+            vars(m).pop("train", None)
+        else:
+            vars(m)["train"] = train_attr
+        for p, flag in params:
+            p.requires_grad = flag
+
+
+def _apply_atomically(model, what, change):
+    """Apply change(layer) to every BN layer of model; if one fails, undo all of them."""
+    _check_model(model, what)
+    layers = bn_layers(model)
+    state = _bn_state(layers)
+    try:
+        for m in layers:
+            change(m)
+    except Exception as err:
+        _restore_bn_state(state)
+        err.add_note(f"{what} failed; every BatchNorm layer was left exactly as it was.")
+        raise
+    return model
+
+
+def _freeze_layer(m):
+    for p in (m.weight, m.bias):
+        if p is not None:
+            p.requires_grad_(False)
+    # an instance attribute shadows nn.Module.train; partial (not a bound method) pickles
+    m.train = functools.partial(_frozen_train, m)
+    nn.Module.train(m, False)
+
+
+def _unfreeze_layer(m):
+    vars(m).pop("train", None)
+    for p in (m.weight, m.bias):
+        if p is not None:
+            p.requires_grad_(True)
+
+
 def freeze(model):
     """Fix every BN layer's statistics and parameters, even after a later model.train().
 
     Sets requires_grad=False on weight/bias and makes each BN layer ignore train(True).
-    Undo with unfreeze(model). Returns model.
+    Undo with unfreeze(model). All layers or none: if one fails, the model is left as it was.
+    Returns model.
     """
-    for m in bn_layers(model):
-        for p in (m.weight, m.bias):
-            if p is not None:
-                p.requires_grad_(False)
-        # an instance attribute shadows nn.Module.train; partial (not a bound method) pickles
-        m.train = functools.partial(_frozen_train, m)
-        nn.Module.train(m, False)
-    return model
+    return _apply_atomically(model, "freeze", _freeze_layer)
 
 
 def unfreeze(model):
     """Undo freeze(model): BN layers follow train()/eval() again and weight/bias need grad.
 
-    The BN layers stay in eval mode until the next model.train(). Returns model.
+    The BN layers stay in eval mode until the next model.train(). All layers or none.
+    Returns model.
     """
-    for m in bn_layers(model):
-        vars(m).pop("train", None)
-        for p in (m.weight, m.bias):
-            if p is not None:
-                p.requires_grad_(True)
-    return model
+    return _apply_atomically(model, "unfreeze", _unfreeze_layer)

@@ -194,3 +194,38 @@ def make_loaders(
     )
     val = TensorLoader(X_val, y_val, val_batch_size, shuffle=False)
     return train, val
+
+
+def load_digits_images(test_size=0.2, seed=42):
+    """scikit-learn's 8x8 digits as image tensors ``X_train, X_val, y_train, y_val``.
+
+    ``X_*``: ``(N, 1, 8, 8)`` float32 (one channel), ``y_*``: ``(N,)`` int64 class labels 0-9
+    (for ``CrossEntropyLoss``). 1797 images ship with scikit-learn (no download); the split is
+    stratified, ``test_size`` for validation with ``random_state=seed`` (defaults: 1437 train /
+    360 validation). Standardised with ONE mean and standard deviation over all training pixels
+    (fitted on the training split only), so an image stays an image: every pixel is scaled
+    alike, and the validation split is scaled with the training split's numbers.
+    """
+    from sklearn.datasets import load_digits
+
+    if isinstance(test_size, bool) or not isinstance(test_size, float) or not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be a whole number, got {seed!r}.")
+    digits = load_digits()
+    X_train, X_val, y_train, y_val = train_test_split(
+        digits.images,
+        digits.target,
+        test_size=test_size,
+        random_state=seed,
+        stratify=digits.target,
+    )
+    mean, std = X_train.mean(), X_train.std()
+
+    def images(a):
+        return torch.tensor((a - mean) / std, dtype=torch.float32).unsqueeze(1)
+
+    def labels(a):
+        return torch.tensor(a, dtype=torch.long)
+
+    return images(X_train), images(X_val), labels(y_train), labels(y_val)

@@ -163,7 +163,7 @@ def test_mode_follows_self_training_not_grad_mode():
         {"affine": False, "bias": False},
         {"momentum": None, "affine": False, "track_running_stats": False},
         {"eps": 1e-3, "momentum": 0.3, "bias": False, "track_running_stats": False},
-        {"momentum": 1.0, "eps": 0.0},
+        {"momentum": 1.0, "eps": 0.5},  # eps=0 is rejected: see test_batchnorm_torch_cases
     ],
     ids=repr,
 )
@@ -209,19 +209,19 @@ def test_momentum_not_a_number_is_rejected(momentum):
 
 
 def test_reset_running_stats_and_parameters():
-    bn = BatchNorm1d(C)
+    bn = BatchNorm1d(C, dtype=DT)
     bn(make_input((8, C), seed=0))
     with torch.no_grad():
         bn.weight.add_(1.0)
         bn.bias.add_(1.0)
     bn.reset_running_stats()
     assert bn.num_batches_tracked.item() == 0
-    assert torch.equal(bn.running_mean, torch.zeros(C))
-    assert torch.equal(bn.running_var, torch.ones(C))
-    assert torch.equal(bn.weight, torch.full((C,), 2.0))  # parameters untouched
+    assert torch.equal(bn.running_mean, torch.zeros(C, dtype=DT))
+    assert torch.equal(bn.running_var, torch.ones(C, dtype=DT))
+    assert torch.equal(bn.weight, torch.full((C,), 2.0, dtype=DT))  # parameters untouched
     bn.reset_parameters()
-    assert torch.equal(bn.weight, torch.ones(C))
-    assert torch.equal(bn.bias, torch.zeros(C))
+    assert torch.equal(bn.weight, torch.ones(C, dtype=DT))
+    assert torch.equal(bn.bias, torch.zeros(C, dtype=DT))
 
 
 # ----------------------------------------------------------------------------- state_dict
@@ -344,10 +344,10 @@ def test_batch_of_one_in_training_raises_teaching_error(shape):
 
 
 def test_batch_of_one_in_eval_is_fine():
-    bn = BatchNorm1d(C)
+    bn = BatchNorm1d(C, dtype=DT)
     _train_a_few_steps(bn)
     bn.eval()
-    x = make_input((1, C), seed=5).float()
+    x = make_input((1, C), seed=5)
     expected = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
     torch.testing.assert_close(bn(x), expected)
 
