@@ -149,7 +149,8 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
             label = f"{name} (mean of {len(runs)} seeds"
             label += f", {n_div} diverged)" if n_div else ")"
             ax.fill_between(x, low, high, color=c, alpha=0.15)
-            ax.plot(x, mean, "-", color=c, lw=2.2, label=label)
+            marker = "o" if len(x) == 1 else None  # one epoch: a point, not an invisible line
+            ax.plot(x, mean, "-", color=c, lw=2.2, marker=marker, label=label)
         ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_y and metric != "val_acc":

@@ -39,11 +39,11 @@ def _image():
     )
 
 
-def error_html(err):
+def error_html(err, prefix="Not possible"):
     """An in-widget message for an impossible combination of settings."""
     return (
         f'<div style="color:#a40000;border:1px solid #a40000;padding:4px">'
-        f"<b>Not possible:</b> {html.escape(str(err))}</div>"
+        f"<b>{prefix}:</b> {html.escape(str(err))}</div>"
     )
 
 
@@ -256,6 +256,9 @@ class Explorer(widgets.VBox):
         except (ValueError, TypeError) as err:
             self._error(err)
             return
+        except Exception as err:  # a bug: say so in the widget (a task's error is unseen)
+            self._error(err, prefix="Failed (a bug in bnteach, please report it)")
+            raise
         finally:
             if hasattr(states, "close"):
                 states.close()
@@ -287,9 +290,9 @@ class Explorer(widgets.VBox):
         self.progress_bar.layout.visibility = "hidden"
         self.status.value = ""
 
-    def _error(self, err):
+    def _error(self, err, prefix="Not possible"):
         self._idle()
-        self.message.value = error_html(err)
+        self.message.value = error_html(err, prefix)
         self.outputs.layout.display = "none"
 
     def _ipython_display_(self):
@@ -477,7 +480,11 @@ class CompareExplorer(Explorer):
 
     def draw(self, settings, result):
         values = {"image": explore.figure_png(explore.compare_figure(result))}
-        values["table"] = explore.compare_html(explore.compare_summary(result))
+        values["table"] = (
+            explore.compare_html(explore.compare_summary(result))
+            if result.finished
+            else "<i>The summary table follows when the last epoch is done.</i>"
+        )
         caption = explore.compare_caption(result)
         return values, caption + ". Thick line: mean over seeds; band: min to max."
 
