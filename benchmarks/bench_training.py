@@ -164,7 +164,7 @@ def best_times(tasks, repeats):
     return best
 
 
-def main(repeats=5):
+def main(repeats=3):
     torch.set_num_threads(1)
     data = load_data()
     # Warm-up: lazy imports (the first torch.optim optimizer costs ~1 s), allocator, caches.
@@ -181,7 +181,7 @@ def main(repeats=5):
         },
         repeats,
     )
-    views = best_views(max(2, repeats // 2))
+    views = best_views(max(1, repeats // 2))
     rate, peak = matmul_rates()
     n_train, n_val = data[0].shape[0], data[1].shape[0]
     flops = pair_flops(n_train, n_val)
