@@ -1,12 +1,59 @@
 """Figures for the notebooks. Each function returns a matplotlib ``Figure`` and changes no
 global style; diverged runs (NaN/inf losses) are drawn up to the epoch where they diverged and
-marked with an x."""
+marked with an x. Every run given is drawn; input that cannot be drawn raises ValueError.
 
+Sizes are for where the figures are shown: ``FIG_WIDTH`` inches at ``FIG_DPI`` is 960 px,
+the width of a JupyterLab notebook cell, so nothing is scaled up; text is at least 9.5 pt,
+13 px at that dpi (JupyterLab's body text is 13-14 px).
+"""
+
+import functools
 import math
 
+import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+FIG_WIDTH, FIG_DPI = 9.6, 100  # 960 px
+STYLE = {
+    "font.size": 10.0,
+    "axes.titlesize": 11.0,
+    "axes.labelsize": 10.0,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "legend.fontsize": 9.5,
+    "figure.titlesize": 11.5,
+}
+
+
+def styled(draw):
+    """Decorator: draw under ``STYLE`` (a temporary ``rc_context``; the global style is left
+    as it was)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def new_figure(height, width=FIG_WIDTH, layout="constrained"):
+    """A ``Figure`` of ``width`` x ``height`` inches at ``FIG_DPI``."""
+    return Figure(figsize=(width, height), dpi=FIG_DPI, layout=layout)
+
+
+def color(i):
+    """The ``i``-th color: ``COLORS`` first, then the rest of tab20 (any ``i`` >= 0)."""
+    if i < len(COLORS):
+        return COLORS[i]
+    return matplotlib.colormaps["tab20"]((i - len(COLORS)) % 20)
+
+
+def _need(mapping, name, what):
+    if not hasattr(mapping, "items") or len(mapping) == 0:
+        raise ValueError(f"Nothing to draw: {name} is empty (or not a dict); give {what}.")
 
 
 def _epochs(values):
@@ -30,19 +77,23 @@ def _mark_divergence(ax, history, color):
         ax.plot([history.diverged_at], [y], "x", color=color, markersize=10, mew=2)
 
 
+@styled
 def plot_losses(histories, title="Training and validation loss", log_y=False):
     """Train (dashed) and validation (solid) loss per epoch for several runs.
 
     histories: dict name -> ``History``, e.g. ``{"Without BN": h1, "With BN": h2}``.
     """
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    _need(histories, "histories", 'a dict name -> History, e.g. {"With BN": history}')
+    fig = new_figure(4.6)
     ax = fig.add_subplot()
-    for (name, h), color in zip(histories.items(), COLORS):
+    for i, (name, h) in enumerate(histories.items()):
+        c = color(i)
         train, val = _finite(h.train_loss), _finite(h.val_loss)
-        ax.plot(_epochs(train), train, "--", color=color, label=f"{name}: train")
-        ax.plot(_epochs(val), val, "-", color=color, label=f"{name}: validation")
-        _mark_divergence(ax, h, color)
+        ax.plot(_epochs(train), train, "--", color=c, label=f"{name}: train")
+        ax.plot(_epochs(val), val, "-", color=c, label=f"{name}: validation")
+        _mark_divergence(ax, h, c)
     ax.set(xlabel="epoch", ylabel="BCE loss", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
@@ -65,63 +116,204 @@ def _spread(runs, metric):
     return mean, low, high
 
 
+@styled
 def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log_y=False):
     """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
 
-    groups: dict name -> list of ``History`` (one per seed).
-    metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
+    groups: dict name -> list of ``History`` (one per seed); every group and every run is
+    drawn. metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
     log_y: loss panels on a log scale (for runs whose early loss is huge).
     """
+    _need(groups, "groups", 'a dict name -> list of History, e.g. {"With BN": [h1, h2]}')
+    for name, runs in groups.items():
+        if len(runs) == 0:
+            raise ValueError(f"Nothing to draw for group {name!r}: its list of runs is empty.")
     labels = {
         "train_loss": "train loss",
         "val_loss": "validation loss",
         "val_acc": "validation accuracy",
     }
-    fig = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
+    fig = new_figure(4.2 if len(metrics) > 1 else 4.6)
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
-        for (name, runs), color in zip(groups.items(), COLORS):
+        for i, (name, runs) in enumerate(groups.items()):
+            c = color(i)
             for h in runs:
                 vals = _finite(getattr(h, metric))
-                ax.plot(_epochs(vals), vals, "-", color=color, alpha=0.25, lw=0.8)
+                ax.plot(_epochs(vals), vals, "-", color=c, alpha=0.25, lw=0.8)
                 if metric != "val_acc":
-                    _mark_divergence(ax, h, color)
+                    _mark_divergence(ax, h, c)
             mean, low, high = _spread(runs, metric)
             x = _epochs(mean)
             n_div = sum(h.diverged for h in runs)
             label = f"{name} (mean of {len(runs)} seeds"
             label += f", {n_div} diverged)" if n_div else ")"
-            ax.fill_between(x, low, high, color=color, alpha=0.15)
-            ax.plot(x, mean, "-", color=color, lw=2.2, label=label)
+            ax.fill_between(x, low, high, color=c, alpha=0.15)
+            marker = "o" if len(x) == 1 else None  # one epoch: a point, not an invisible line
+            ax.plot(x, mean, "-", color=c, lw=2.2, marker=marker, label=label)
         ax.set(xlabel="epoch", ylabel=labels.get(metric, metric))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log_y and metric != "val_acc":
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    # One legend (the groups are the same in every panel), at a fixed place: "best" costs
+    # about a sixth of the drawing time.
+    axes[0].legend(loc="lower right" if metrics[0] == "val_acc" else "upper right")
     if title:
         fig.suptitle(title)
     return fig
 
 
+def final_by_lr_axes(ax, summary, metric="val_acc"):
+    """Draw ``plot_final_by_lr``'s content into ``ax`` (see there)."""
+    _need(summary, "summary", "a dict name -> {lr: [final values]}")
+    for name, by_lr in summary.items():
+        _need(by_lr, f"summary[{name!r}]", "a dict lr -> list of final values (one per seed)")
+        bad = [lr for lr in by_lr if not (isinstance(lr, (int, float)) and lr > 0)]
+        if bad:
+            raise ValueError(
+                f"summary[{name!r}] has learning rate(s) {bad}: a log axis can only show "
+                f"positive numbers. Leave them out or plot them separately."
+            )
+    for i, (name, by_lr) in enumerate(summary.items()):
+        c = color(i)
+        lrs = sorted(by_lr)
+        shown, empty = [], []
+        for lr in lrs:
+            vals = [v for v in by_lr[lr] if math.isfinite(v)]
+            if not vals:
+                empty.append(lr)
+                continue
+            x = lr * (1 + 0.06 * (i - 0.5))
+            ax.plot([x] * len(vals), vals, "o", color=c, alpha=0.4, ms=4)
+            shown.append((lr, sum(vals) / len(vals)))
+        label = f"{name} (mean; dots = seeds)"
+        if empty:
+            label += f"; no finite value at lr {', '.join(f'{lr:.3g}' for lr in empty)}"
+        ax.plot([p[0] for p in shown], [p[1] for p in shown], "-", color=c, lw=2, label=label)
+    ax.set_xscale("log")
+    labels = {"val_acc": "final validation accuracy", "val_loss": "final validation loss"}
+    ax.set(xlabel="learning rate", ylabel=labels.get(metric, metric))
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+@styled
+def plot_final_by_lr_pair(summaries, title=None):
+    """Two panels side by side, 960 px wide: ``summaries`` is ``{metric: summary}`` (e.g.
+    ``{"val_acc": ..., "val_loss": ...}``), each drawn as in :func:`plot_final_by_lr`."""
+    _need(summaries, "summaries", "a dict metric -> summary")
+    fig = new_figure(4.2)
+    axes = fig.subplots(1, len(summaries), squeeze=False)[0]
+    for ax, (metric, summary) in zip(axes, summaries.items()):
+        final_by_lr_axes(ax, summary, metric)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+LAYER_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
+
+def _layer_bars(ax, batch, running, pop, title):
+    """Grouped bars per feature: this batch's statistic vs the running one; population dashes."""
+    idx = list(range(len(batch)))
+    w = 0.38
+    ax.bar([i - w / 2 for i in idx], batch.tolist(), w, color="tab:blue", label="this batch")
+    ax.bar([i + w / 2 for i in idx], running.tolist(), w, color="tab:orange", label="running")
+    ax.hlines(
+        pop.tolist(),
+        [i - w for i in idx],
+        [i + w for i in idx],
+        colors="black",
+        linestyles="--",
+        lw=1.5,
+        label="population",
+    )
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.set_xticks(idx, [f"feature {i}" for i in idx])
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
+
+
+@styled
+def plot_layer_state(state):
+    """Draw a :func:`bnteach.explore.layer_state` dict: a 2x2 ``Figure``, 960 px wide.
+
+    Top: per-feature mean and variance of the displayed batch vs the running statistics, with
+    the population values dashed. Bottom left: running_mean after each batch (integer x axis).
+    Bottom right: the outputs of sample 0 (which carries the shift) and sample 1, with and
+    without the shift.
+    """
+    s = state
+    features = s["x"].shape[1]
+    # A fixed layout: constrained layout would cost about half of the rendering time.
+    fig = new_figure(7.4, layout=None)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.17, top=0.84, wspace=0.16, hspace=0.62)
+    (ax_mean, ax_var), (ax_hist, ax_out) = fig.subplots(2, 2)
+    _layer_bars(ax_mean, s["batch_mean"], s["running_mean"], s["pop_mean"], "mean")
+    _layer_bars(ax_var, s["batch_var"], s["running_var"], s["pop_var"], "variance")
+
+    hist = s["running_mean_history"]
+    steps = list(range(hist.shape[0]))
+    style = ".-" if len(steps) <= 30 else "-"
+    for c in range(features):
+        col = LAYER_COLORS[c % len(LAYER_COLORS)]
+        ax_hist.plot(steps, hist[:, c].tolist(), style, color=col, lw=1.6, label=f"feature {c}")
+        ax_hist.axhline(float(s["pop_mean"][c]), color=col, ls="--", lw=1)
+    ax_hist.set_xlim(-0.5, max(len(steps) - 1, 10) + 0.5)
+    ax_hist.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_hist.set(xlabel="batches seen in train mode (num_batches_tracked)")
+    ax_hist.set_title("running_mean after each batch (dashed: population mean)")
+    ax_hist.grid(alpha=0.3)
+    ax_hist.legend(ncol=2)
+
+    idx = list(range(features))
+    for sample, dx, marker, col in ((0, -0.12, "o", "tab:purple"), (1, 0.12, "s", "tab:gray")):
+        if sample >= s["y"].shape[0]:
+            continue
+        xs = [i + dx for i in idx]
+        ax_out.plot(xs, s["y"][sample].tolist(), marker, color=col, ms=8, ls="none",
+                    label=f"sample {sample}")  # fmt: skip
+        ax_out.plot(xs, s["y_unshifted"][sample].tolist(), marker, color=col, ms=8, ls="none",
+                    mfc="none", label=f"sample {sample}, no shift")  # fmt: skip
+    ax_out.axhline(0, color="gray", lw=0.6)
+    ax_out.set_xticks(idx, [f"feature {i}" for i in idx])
+    ax_out.set_xlim(-0.6, features - 0.4)
+    others = (s["y"][1:] - s["y_unshifted"][1:]).abs()
+    moved = float(others.max()) if others.numel() else 0.0
+    ax_out.set_title(
+        f"layer output (hollow: without the shift)\nshift {s['shift']:+.1f} on sample 0 "
+        f"moved the others by up to {moved:.2f}"
+    )
+    ax_out.grid(alpha=0.3)
+    ax_out.legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+
+    mode = (
+        "TRAIN mode: normalized with this batch's statistics"
+        if s["training"]
+        else "EVAL mode: normalized with the running statistics"
+    )
+    fig.suptitle(
+        f"{mode}  ·  batch size {s['batch_size']}  ·  momentum {s['momentum']:g}  ·  "
+        f"num_batches_tracked {s['num_batches_tracked']}"
+    )
+    return fig
+
+
+@styled
 def plot_final_by_lr(summary, metric="val_acc", title=None):
     """Final ``metric`` against learning rate (log x axis), one marker per seed.
 
-    summary: dict name -> dict lr -> list of final values (one per seed).
+    summary: dict name -> dict lr -> list of final values (one per seed); every name and lr
+    is drawn; an lr without a finite value is named in the legend; lr <= 0 raises ValueError.
     """
-    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    fig = new_figure(4.4, width=FIG_WIDTH * 0.7)
     ax = fig.add_subplot()
-    for i, ((name, by_lr), color) in enumerate(zip(summary.items(), COLORS)):
-        lrs = sorted(by_lr)
-        for lr in lrs:
-            vals = by_lr[lr]
-            ax.plot(
-                [lr * (1 + 0.06 * (i - 0.5))] * len(vals), vals, "o", color=color, alpha=0.4, ms=4
-            )
-        means = [sum(by_lr[lr]) / len(by_lr[lr]) for lr in lrs]
-        ax.plot(lrs, means, "-", color=color, lw=2, label=f"{name} (mean; dots = seeds)")
-    ax.set_xscale("log")
-    labels = {"val_acc": "final validation accuracy", "val_loss": "final validation loss"}
-    ax.set(xlabel="learning rate", ylabel=labels.get(metric, metric), title=title)
+    final_by_lr_axes(ax, summary, metric)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

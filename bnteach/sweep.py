@@ -51,24 +51,45 @@ class Replica:
 
 
 class SweepResult:
-    """What :func:`run` returns.
+    """What :func:`run` returns (and what :func:`stream` yields after each epoch).
 
     ``replicas``: one :class:`Replica` per (model, seed, lr), in that nesting order.
     ``train_loss``, ``val_loss``, ``val_acc``: float64 tensors of shape ``(len(replicas),
-    epochs)``, row ``k`` for ``replicas[k]``; NaN after a replica diverged.
+    epochs_run)``, row ``k`` for ``replicas[k]``; NaN after a replica diverged.
     ``diverged_at``: per replica the 1-based epoch whose loss became NaN/inf, or ``None``.
-    ``device``: where the replicas were trained (a rerun on another device differs by rounding,
-    which training amplifies).
+    The facts of what was run: ``models`` (name -> MLP arguments), ``seeds``, ``lrs``,
+    ``batch_size``, ``epochs`` (asked for) and ``epochs_run`` (done; fewer when an
+    ``on_epoch`` callback stopped the run, or in a partial result of :func:`stream`), and
+    ``device``: where the replicas were trained (a rerun on another device differs by
+    rounding, which training amplifies).
     """
 
     def __init__(
-        self, models, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc, device="cpu"
+        self,
+        models,
+        seeds,
+        lrs,
+        epochs,
+        replicas,
+        train_loss,
+        val_loss,
+        val_acc,
+        device="cpu",
+        batch_size=64,
+        epochs_run=None,
     ):
-        self.models, self.seeds, self.lrs, self.epochs = models, seeds, lrs, epochs
+        self.models, self.seeds, self.lrs, self.epochs = models, list(seeds), list(lrs), epochs
+        self.batch_size = batch_size
+        self.epochs_run = epochs if epochs_run is None else epochs_run
         self.device = torch.device(device)
         self.replicas = replicas
         self.train_loss, self.val_loss, self.val_acc = train_loss, val_loss, val_acc
         self.diverged_at = [r.history.diverged_at for r in replicas]
+
+    @property
+    def finished(self):
+        """Whether all ``epochs`` ran."""
+        return self.epochs_run == self.epochs
 
     def __len__(self):
         return len(self.replicas)
@@ -101,9 +122,10 @@ class SweepResult:
 
     def __repr__(self):
         n_div = sum(d is not None for d in self.diverged_at)
+        run = "" if self.finished else f" ({self.epochs_run} run)"
         return (
             f"SweepResult({len(self.models)} models x {len(self.seeds)} seeds x "
-            f"{len(self.lrs)} lrs = {len(self.replicas)} replicas, {self.epochs} epochs, "
+            f"{len(self.lrs)} lrs = {len(self.replicas)} replicas, {self.epochs} epochs{run}, "
             f"{n_div} diverged)"
         )
 
@@ -381,8 +403,25 @@ class _Group:
         self.exp_avg = torch.zeros_like(self.params)
         self.exp_avg_sq = torch.zeros_like(self.params)
         self.lr = torch.tensor(lrs, dtype=torch.float64, device=device)
-        self.same_lr = lrs[0] if len(set(lrs)) == 1 else None
-        self.step = 0
+        self.lrs = list(lrs)
+        self.step = torch.zeros((), dtype=torch.float32, device=device)
+        self._adam_lists(set(range(R)))
+
+    def _adam_lists(self, live):
+        """Per learning rate, the rows of the live replicas, as lists for ``_fused_adam_``."""
+        rows = {}
+        for r in sorted(live):
+            rows.setdefault(self.lrs[r], []).append(r)
+        self._live = live
+        if len(rows) == 1 and len(live) == len(self.lrs):  # all rows at once (same numbers)
+            tensors = (self.params, self.grads, self.exp_avg, self.exp_avg_sq)
+            self._adam = [(self.lrs[0], *([t] for t in tensors), [self.step])]
+            return
+        self._adam = [
+            (lr, *([t[r] for r in rs] for t in (self.params, self.grads, self.exp_avg,
+                                                self.exp_avg_sq)), [self.step] * len(rs))
+            for lr, rs in rows.items()
+        ]  # fmt: skip
 
     def forward(self, x, training):
         saved = []
@@ -397,31 +436,30 @@ class _Group:
             grad = self.layers[i].backward(grad, saved[i], need_input_grad=i > 0)
 
     def adam_step(self):
-        """``torch.optim.Adam`` (its single-tensor code), with one learning rate per row."""
-        grad = self.grads
+        """``torch.optim.Adam(..., fused=True)``: its fused kernel, once per learning rate, over
+        the rows (replicas) that use it. One pass over the parameters instead of about ten
+        element-wise operations; each row is padded to a multiple of 64 numbers, so every row
+        goes through the same vectorized code whichever rows are updated with it."""
         self.step += 1
-        self.exp_avg.lerp_(grad, 1 - BETA1)
-        self.exp_avg_sq.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
-        bias_correction1 = 1 - BETA1**self.step
-        bias_correction2_sqrt = (1 - BETA2**self.step) ** 0.5
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
-        if self.same_lr is not None:
-            self.params.addcdiv_(self.exp_avg, denom, value=-self.same_lr / bias_correction1)
-        else:
-            step_size = (self.lr / bias_correction1).to(self.params.dtype)  # rounded as in Adam
-            self.params.addcdiv_(self.exp_avg * -step_size.unsqueeze(1), denom)
+        for lr, params, grads, exp_avgs, exp_avg_sqs, steps in self._adam:
+            torch._fused_adam_(
+                params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, beta1=BETA1,
+                beta2=BETA2, weight_decay=0.0, eps=ADAM_EPS, amsgrad=False, maximize=False,
+            )  # fmt: skip
 
     def freeze(self, dead):
         """Stop replicas ``dead`` (bool (R,)): zero their lr, parameters and Adam state."""
-        if not dead.any():  # one sync per epoch; keeps the shared-lr fast path while all live
+        if not dead.any():  # one sync per epoch
             return
         self.lr.masked_fill_(dead, 0.0)
-        self.same_lr = None
         for t in (self.params, self.exp_avg, self.exp_avg_sq):
             t.masked_fill_(dead.unsqueeze(1), 0.0)
         for layer in self.layers:
             if isinstance(layer, _BatchNorm):
                 layer.zero_replicas(dead)
+        live = {r for r in self._live if not bool(dead[r])}
+        if live != self._live:
+            self._adam_lists(live)
 
 
 def _bce(logits, y):
@@ -432,7 +470,8 @@ def _bce(logits, y):
 
 
 def _train_group(group, orders, data, epochs, batch_size):
-    """Train one group; return (train_loss, val_loss, val_acc), each (R, epochs) float64."""
+    """Train one group, one epoch per ``next()``: yields ``(train_loss, val_loss, val_acc)``
+    of that epoch, each an (R,) float64 tensor (NaN for replicas frozen earlier)."""
     X_train, X_val, y_train, y_val = data
     R, n = orders.shape[0], X_train.shape[0]
     device = X_train.device
@@ -440,61 +479,92 @@ def _train_group(group, orders, data, epochs, batch_size):
     sizes = torch.tensor([min(batch_size, n - s) for s in starts], dtype=torch.float64)
     sizes = sizes.to(device).unsqueeze(1)
     X_val_r, y_val_r = X_val.expand(R, *X_val.shape), y_val.expand(R, *y_val.shape)
-    train_loss = torch.full((R, epochs), math.nan, dtype=torch.float64, device=device)
-    val_loss, val_acc = train_loss.clone(), train_loss.clone()
     alive = torch.ones(R, dtype=torch.bool, device=device)
 
     for epoch in range(epochs):
-        order = orders[:, epoch]  # (R, n): this epoch's shuffle of each replica
-        X_epoch, y_epoch = X_train[order], y_train[order]
-        losses = []
-        for s in starts:
-            xb, yb = X_epoch[:, s : s + batch_size], y_epoch[:, s : s + batch_size]
-            logits, saved = group.forward(xb, training=True)
-            loss, grad = _bce(logits, yb)
-            losses.append(loss)
-            group.backward(grad, saved)
-            group.adam_step()
-        train_loss[:, epoch] = (torch.stack(losses).double() * sizes).sum(0) / n
-        logits, _ = group.forward(X_val_r, training=False)
-        loss, _ = _bce(logits, y_val_r)
-        val_loss[:, epoch] = loss.double()
-        val_acc[:, epoch] = ((logits > 0).to(y_val_r.dtype) == y_val_r).double().mean((1, 2))
-        # A replica whose loss is NaN/inf keeps this epoch's values, then is frozen (NaN later).
-        ok = train_loss[:, epoch].isfinite() & val_loss[:, epoch].isfinite()
-        for t in (train_loss, val_loss, val_acc):
-            t[:, epoch].masked_fill_(~alive, math.nan)
-        alive &= ok
-        group.freeze(~alive)
-    return train_loss, val_loss, val_acc
+        with torch.no_grad():
+            order = orders[:, epoch]  # (R, n): this epoch's shuffle of each replica
+            X_epoch, y_epoch = X_train[order], y_train[order]
+            losses = []
+            for s in starts:
+                xb, yb = X_epoch[:, s : s + batch_size], y_epoch[:, s : s + batch_size]
+                logits, saved = group.forward(xb, training=True)
+                loss, grad = _bce(logits, yb)
+                losses.append(loss)
+                group.backward(grad, saved)
+                group.adam_step()
+            train_loss = (torch.stack(losses).double() * sizes).sum(0) / n
+            logits, _ = group.forward(X_val_r, training=False)
+            loss, _ = _bce(logits, y_val_r)
+            val_loss = loss.double()
+            val_acc = ((logits > 0).to(y_val_r.dtype) == y_val_r).double().mean((1, 2))
+            # A replica whose loss is NaN/inf keeps this epoch's values, then is frozen.
+            ok = train_loss.isfinite() & val_loss.isfinite()
+            out = [t.masked_fill(~alive, math.nan) for t in (train_loss, val_loss, val_acc)]
+            alive &= ok
+            group.freeze(~alive)
+        yield out
 
 
-def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=None):
-    """Train each of ``models`` for each seed and learning rate; return a :class:`SweepResult`.
+def _result(specs, seeds, lrs, epochs, batch_size, device, keys, values, done):
+    """A :class:`SweepResult` over the first ``done`` epochs of ``values`` (3 x (K, epochs))."""
+    train_loss, val_loss, val_acc = (v[:, :done].clone() for v in values)
+    replicas = []
+    for k, (name, seed, lr) in enumerate(keys):
+        finite = (train_loss[k].isfinite() & val_loss[k].isfinite()).tolist()
+        diverged_at = finite.index(False) + 1 if not all(finite) else None
+        last = done if diverged_at is None else diverged_at
+        history = History(
+            lr=lr,
+            epochs=epochs,
+            train_loss=train_loss[k, :last].tolist(),
+            val_loss=val_loss[k, :last].tolist(),
+            val_acc=val_acc[k, :last].tolist(),
+            diverged_at=diverged_at,
+        )
+        replicas.append(Replica(name, seed, lr, history))
+    return SweepResult(
+        specs,
+        seeds,
+        lrs,
+        epochs,
+        replicas,
+        train_loss,
+        val_loss,
+        val_acc,
+        device=device,
+        batch_size=batch_size,
+        epochs_run=done,
+    )
 
-    seeds: list of ints. Seed ``s`` gives the initial weights of ``torch.manual_seed(s);
-        MLP(...)`` and the shuffle order of ``make_loaders(..., seed=s)``.
-    lrs: list of Adam learning rates.
-    models: dict name -> keyword arguments of :class:`bnteach.models.MLP` (``hidden_sizes``,
-        ``norm``, ``activation``, ``placement``, ``bias``); default ``{"plain": {"norm":
-        "none"}, "BN": {"norm": "batch"}}``, the tutorial's ``SimpleMLP`` and ``MLPWithBN``.
-    data: ``(X_train, X_val, y_train, y_val)``; default ``load_data()`` (cached).
-    device: where to train (default CPU).
 
-    The global random state is left as it was.
-    """
+def _prepare(seeds, lrs, epochs, batch_size, models, data, device):
+    """Check the arguments; return ``(facts, data)`` with data on ``device``."""
     seeds = _check_seeds(seeds)
     lrs = _check_lrs(lrs)
     check_epochs(epochs)
     specs = normalize_models(models)
     data = _default_data() if data is None else data
     _check_data(data)
-    n_train, n_features = data[0].shape
     uses_bn = any(spec["norm"] == "batch" for spec in specs.values())
-    _check_batch_size(batch_size, n_train, uses_bn)
+    _check_batch_size(batch_size, data[0].shape[0], uses_bn)
     device = torch.device("cpu" if device is None else device)
     data = tuple(t.to(device=device, dtype=torch.get_default_dtype()) for t in data)
+    return (specs, seeds, lrs, epochs, batch_size, device), data
 
+
+def stream(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=None):
+    """Like :func:`run`, as a generator: yields a :class:`SweepResult` over the epochs done so
+    far after each epoch (``epochs_run`` = 1, 2, ..., ``epochs``). Stop iterating to stop
+    training. The arguments are checked at the call, before the first epoch."""
+    facts, data = _prepare(seeds, lrs, epochs, batch_size, models, data, device)
+    return (_result(*facts, keys, values, done) for keys, values, done in _epochs(facts, data))
+
+
+def _epochs(facts, data):
+    """Train; after each epoch yield ``(keys, values, epochs_done)``, values 3 x (K, epochs)."""
+    specs, seeds, lrs, epochs, batch_size, device = facts
+    n_train, n_features = data[0].shape
     # Each seed's shuffle orders, drawn exactly as make_loaders' TensorLoader draws them.
     orders = {}
     for seed in seeds:
@@ -508,8 +578,7 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
         arch = tuple(sorted(specs[name].items()))
         groups.setdefault(arch, []).append(k)
 
-    shape = (len(keys), epochs)
-    results = [torch.full(shape, math.nan, dtype=torch.float64) for _ in range(3)]
+    trainers = []
     for arch, members in groups.items():
         spec = dict(arch)
         inits = {}
@@ -519,28 +588,46 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
                 if seed not in inits:
                     torch.manual_seed(seed)
                     inits[seed] = MLP(n_features, **spec)
-        group = _Group([inits[keys[k][1]] for k in members], [keys[k][2] for k in members], device)
-        group_orders = torch.stack([orders[keys[k][1]] for k in members]).to(device)
-        with torch.no_grad():
-            out = _train_group(group, group_orders, data, epochs, batch_size)
-        for result, values in zip(results, out):
-            result[members] = values.cpu()
+        # A group of one replica is trained as two copies: with one replica, torch.bmm of a
+        # (1, n, k) by a (1, k, 1) (the output layer) takes another kernel (a matrix-vector
+        # product) whose rounding differs from the batched one used for 2 or more replicas.
+        rows = members * 2 if len(members) == 1 else members
+        group = _Group([inits[keys[k][1]] for k in rows], [keys[k][2] for k in rows], device)
+        group_orders = torch.stack([orders[keys[k][1]] for k in rows]).to(device)
+        trainer = _train_group(group, group_orders, data, epochs, batch_size)
+        trainers.append((members, trainer))
 
-    train_loss, val_loss, val_acc = results
-    replicas = []
-    for k, (name, seed, lr) in enumerate(keys):
-        finite = (train_loss[k].isfinite() & val_loss[k].isfinite()).tolist()
-        diverged_at = finite.index(False) + 1 if not all(finite) else None
-        done = epochs if diverged_at is None else diverged_at
-        history = History(
-            lr=lr,
-            epochs=epochs,
-            train_loss=train_loss[k, :done].tolist(),
-            val_loss=val_loss[k, :done].tolist(),
-            val_acc=val_acc[k, :done].tolist(),
-            diverged_at=diverged_at,
-        )
-        replicas.append(Replica(name, seed, lr, history))
-    return SweepResult(
-        specs, seeds, lrs, epochs, replicas, train_loss, val_loss, val_acc, device=device
-    )
+    values = [torch.full((len(keys), epochs), math.nan, dtype=torch.float64) for _ in range(3)]
+    for epoch in range(epochs):
+        for members, trainer in trainers:
+            for v, column in zip(values, next(trainer)):
+                v[members, epoch] = column[: len(members)].cpu()
+        yield keys, values, epoch + 1
+
+
+def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=None, on_epoch=None):
+    """Train each of ``models`` for each seed and learning rate; return a :class:`SweepResult`.
+
+    seeds: list of ints. Seed ``s`` gives the initial weights of ``torch.manual_seed(s);
+        MLP(...)`` and the shuffle order of ``make_loaders(..., seed=s)``.
+    lrs: list of Adam learning rates.
+    models: dict name -> keyword arguments of :class:`bnteach.models.MLP` (``hidden_sizes``,
+        ``norm``, ``activation``, ``placement``, ``bias``); default ``{"plain": {"norm":
+        "none"}, "BN": {"norm": "batch"}}``, the tutorial's ``SimpleMLP`` and ``MLPWithBN``.
+    data: ``(X_train, X_val, y_train, y_val)``; default ``load_data()`` (cached).
+    device: where to train (default CPU).
+    on_epoch: ``callback(epoch, partial)`` called after each epoch (1-based) with a
+        ``SweepResult`` over the epochs done so far, e.g. to draw curves as they grow. If it
+        returns ``False`` the run stops there; the result's ``epochs_run`` says how many ran.
+
+    Each replica's numbers depend only on its own model, seed, lr, batch size, epochs and
+    device, not on which or how many other replicas the run holds (tested bitwise).
+    The global random state is left as it was.
+    """
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be a function (epoch, partial_result), got {on_epoch!r}.")
+    facts, data = _prepare(seeds, lrs, epochs, batch_size, models, data, device)
+    for keys, values, done in _epochs(facts, data):
+        if on_epoch is not None and on_epoch(done, _result(*facts, keys, values, done)) is False:
+            break
+    return _result(*facts, keys, values, done)

@@ -4,7 +4,7 @@ import matplotlib
 import pytest
 from matplotlib.figure import Figure
 
-from bnteach.plots import plot_final_by_lr, plot_losses, plot_seed_spread
+from bnteach.plots import plot_final_by_lr, plot_final_by_lr_pair, plot_losses, plot_seed_spread
 from bnteach.training import History
 
 matplotlib.use("Agg")
@@ -70,3 +70,62 @@ def test_plots_leave_pyplot_state_alone():
     before = plt.get_fignums()
     plot_losses({"a": hist(1.0)})
     assert plt.get_fignums() == before
+
+
+# -- drawn for the cell width, every run drawn or a reason given ---------------------------
+
+
+def text_sizes(fig):
+    fig.canvas.draw()
+    return [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: plot_losses({"a": hist(1.0)}),
+        lambda: plot_seed_spread({"a": [hist(1.0)]}, metrics=("train_loss", "val_loss", "val_acc")),
+        lambda: plot_final_by_lr_pair(
+            {"val_acc": {"a": {0.1: [0.9]}}, "val_loss": {"a": {0.1: [0.2]}}}
+        ),
+    ],
+)
+def test_full_width_figures_are_960_px_with_text_of_at_least_13_px(draw):
+    fig = draw()
+    assert fig.get_size_inches()[0] * fig.dpi == 960
+    assert min(text_sizes(fig)) * fig.dpi / 72 >= 13
+
+
+def test_seed_spread_draws_every_group_beyond_six_and_integer_epochs():
+    groups = {f"g{i}": [hist(1.0 + i / 10)] for i in range(9)}
+    fig = plot_seed_spread(groups, metrics=("val_loss",))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 9
+    colors = {ln.get_color() for ln in fig.axes[0].get_lines() if ln.get_label().startswith("g")}
+    assert len(colors) == 9
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
+
+
+def test_final_by_lr_draws_every_group_and_names_an_lr_without_values():
+    summary = {f"g{i}": {0.01: [0.9, 0.8], 1.0: [0.5]} for i in range(8)}
+    summary["g0"][3.0] = []  # e.g. every seed diverged
+    fig = plot_final_by_lr(summary)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(legend) == 8 and "no finite value at lr 3" in legend[0]
+
+
+@pytest.mark.parametrize(
+    "draw, match",
+    [
+        (lambda: plot_losses({}), "Nothing to draw"),
+        (lambda: plot_seed_spread({}), "Nothing to draw"),
+        (lambda: plot_seed_spread({"a": []}), "group 'a'"),
+        (lambda: plot_final_by_lr({}), "Nothing to draw"),
+        (lambda: plot_final_by_lr({"a": {}}), "Nothing to draw"),
+        (lambda: plot_final_by_lr({"a": {0.0: [0.9], 0.1: [0.8]}}), "log axis"),
+    ],
+)
+def test_input_that_cannot_be_drawn_raises_a_teaching_error(draw, match):
+    with pytest.raises(ValueError, match=match):
+        draw()

@@ -272,3 +272,76 @@ def test_cuda_matches_cpu(data):
         torch.testing.assert_close(
             getattr(gpu, name)[ok], getattr(cpu, name)[ok], atol=1e-4, rtol=0
         )
+
+
+# -- streaming, early stop, the facts of what was run ------------------------------------
+
+
+def test_streamed_partial_results_equal_the_finished_runs_first_epochs(data):
+    seen = []
+    final = sweep.run(
+        [0, 1], [0.01, 1e20], epochs=4, data=data, on_epoch=lambda e, r: seen.append((e, r))
+    )
+    assert [e for e, _ in seen] == [1, 2, 3, 4] == [r.epochs_run for _, r in seen]
+    for e, partial in seen:
+        assert partial.epochs == 4 and partial.finished == (e == 4)
+        for name in FIELDS:
+            got, want = getattr(partial, name), getattr(final, name)[:, :e]
+            assert got.shape == want.shape and torch.equal(got.nan_to_num(-1), want.nan_to_num(-1))
+        assert partial.diverged_at == [
+            d if d is not None and d <= e else None for d in final.diverged_at
+        ]
+        for r, f in zip(partial.replicas, final.replicas):
+            n = len(r.history.train_loss)
+            assert str(r.history.train_loss) == str(f.history.train_loss[:n])  # NaN too
+    streamed = list(sweep.stream([0, 1], [0.01, 1e20], epochs=4, data=data))
+    for s, (_, p) in zip(streamed, seen, strict=True):
+        assert torch.equal(s.val_loss.nan_to_num(-1), p.val_loss.nan_to_num(-1))
+
+
+def test_on_epoch_returning_false_stops_the_run(data):
+    result = sweep.run([0], [0.01], epochs=10, data=data, on_epoch=lambda epoch, r: epoch < 3)
+    assert result.epochs == 10 and result.epochs_run == 3 and not result.finished
+    assert result.val_loss.shape == (2, 3)
+    assert all(len(h.val_loss) == 3 and not h.diverged for h in result.histories())
+    assert "10 epochs (3 run)" in repr(result)
+    full = sweep.run([0], [0.01], epochs=3, data=data)
+    assert torch.equal(full.val_loss, result.val_loss)
+
+
+def test_stream_checks_its_arguments_at_the_call(data):
+    with pytest.raises(ValueError, match="at least 2"):
+        sweep.stream([0], [0.01], batch_size=1, data=data)  # before any next()
+    with pytest.raises(TypeError, match="on_epoch must be a function"):
+        sweep.run([0], [0.01], epochs=1, data=data, on_epoch=3)
+
+
+def test_result_records_what_was_run(data):
+    result = sweep.run([4, 2], [0.01], epochs=2, batch_size=50, data=data)
+    assert result.seeds == [4, 2] and result.batch_size == 50
+    assert result.epochs == result.epochs_run == 2 and result.finished
+    assert result.device == torch.device("cpu")
+
+
+REPLICA_MODELS = {
+    "plain": {},
+    "BN": {"norm": "batch"},
+    "deep-tanh-BN": {"norm": "batch", "activation": "tanh", "hidden_sizes": (32,) * 4},
+}
+
+
+@pytest.mark.parametrize("name", list(REPLICA_MODELS))
+def test_a_replica_does_not_depend_on_the_other_replicas(data, name):
+    """Bitwise: alone, with one other seed, among nine seeds, and next to other lrs
+    (single-replica runs used to differ: torch.bmm takes a matrix-vector kernel for R=1)."""
+    models = {name: REPLICA_MODELS[name]}
+
+    def replica(seeds, lrs):
+        result = sweep.run(seeds, lrs, epochs=3, models=models, data=data)
+        (h,) = result.histories(seed=3, lr=0.05)
+        return h.train_loss + h.val_loss + h.val_acc
+
+    alone = replica([3], [0.05])
+    assert replica([3, 1], [0.05]) == alone
+    assert replica([5, 3, 1, 2, 4, 6, 7, 8, 0], [0.05]) == alone
+    assert replica([0, 3], [0.01, 0.05, 1e20]) == alone

@@ -1,20 +1,26 @@
-"""Headless tests of the comparison and learning-rate explorers (notebook 04)."""
+"""Headless tests of the comparison and learning-rate explorers (notebook 04): the pure
+functions of ``bnteach.explore`` and the widgets of ``bnteach.widgets``."""
 
+import asyncio
 import math
 
 import pytest
 
-from bnteach.training import History
-from bnteach.widgets import (
-    CompareExplorer,
-    Debouncer,
-    LrSweepExplorer,
+from bnteach.explore import (
+    Redraws,
+    compare_caption,
     compare_models,
     compare_run,
+    compare_stream,
     compare_summary,
     epochs_to_reach,
     lrsweep_lrs,
+    lrsweep_run,
+    lrsweep_summary,
 )
+from bnteach.stats import seeds
+from bnteach.training import History
+from bnteach.widgets import RERUN_NOTE, CompareExplorer, Debouncer, LrSweepExplorer
 
 SMALL = {"epochs": 2, "n_seeds": 2, "debounce": 0}
 
@@ -49,6 +55,20 @@ def test_debouncer_without_event_loop_or_delay_runs_at_once():
     assert calls == [1, 2]
 
 
+def test_redraws_first_at_once_then_at_most_as_often_as_drawing_allows():
+    now = [0.0]
+    r = Redraws(min_interval=0.25, ratio=1.5, clock=lambda: now[0])
+    assert r.due()  # the first partial result is drawn at once
+    r.drew(0.4)  # that drawing took 0.4 s: wait 0.6 s before the next
+    now[0] = 0.5
+    assert not r.due() and r.due(final=True)
+    now[0] = 0.61
+    assert r.due()
+
+
+# -- pure functions ----------------------------------------------------------------------
+
+
 def test_compare_models_depth_two_is_the_tutorial():
     models = compare_models(2, "relu")
     assert models["plain"] == {"hidden_sizes": (128, 64), "activation": "relu", "norm": "none"}
@@ -63,6 +83,7 @@ def test_epochs_to_reach():
 
 def test_compare_summary_counts_seeds_and_accuracy():
     result = compare_run(lr=0.01, epochs=3, n_seeds=3)
+    assert result.seeds == seeds(3)  # the seeds every notebook uses (BNTEACH_SEED_OFFSET)
     summary = compare_summary(result, threshold=10.0)
     assert set(summary) == {"plain", "BN"}
     for s in summary.values():
@@ -70,37 +91,30 @@ def test_compare_summary_counts_seeds_and_accuracy():
         assert 0.5 < s["acc_min"] <= s["acc_mean"] <= s["acc_max"] <= 1.0
 
 
+def test_compare_stream_yields_the_runs_epochs_and_the_caption_names_every_setting():
+    parts = list(compare_stream(lr=0.05, epochs=3, batch_size=32, n_seeds=2, depth=3))
+    final = compare_run(lr=0.05, epochs=3, batch_size=32, n_seeds=2, depth=3)
+    assert [p.epochs_run for p in parts] == [1, 2, 3]
+    assert parts[-1].val_loss.equal(final.val_loss)
+    caption = compare_caption(parts[0], activation="relu")
+    for words in ("2 seeds", "lr 0.05", "batch size 32", "3 epochs (so far 1)", "3 hidden", "relu"):
+        assert words in caption, (words, caption)
+    assert "so far" not in compare_caption(final)
+
+
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"batch_size": 1}, "at least 2 samples"),
-        ({"n_seeds": 0}, "n_seeds"),
-        ({"depth": 0}, "depth"),
-        ({"lr": -1.0}, "positive"),
+        ({"batch_size": 1}, ValueError, "at least 2 samples"),
+        ({"n_seeds": 0}, ValueError, "n_seeds"),
+        ({"n_seeds": 2.5}, TypeError, "n_seeds"),
+        ({"depth": 0}, ValueError, "depth"),
+        ({"lr": -1.0}, ValueError, "positive"),
     ],
 )
-def test_compare_run_explains_impossible_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_compare_run_explains_impossible_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
         compare_run(**{"epochs": 1, **kwargs})
-
-
-def test_compare_explorer_redraws_once_per_change():
-    e = CompareExplorer(**SMALL)
-    assert e.renders == 1 and e.image.value and "<table" in e.table.value
-    before = e.image.value
-    e.lr.value = 0.3
-    assert e.renders == 2 and e.image.value != before
-    e.refresh()  # same settings: nothing recomputed
-    assert e.renders == 2
-
-
-def test_compare_explorer_shows_impossible_settings_inside_the_widget():
-    e = CompareExplorer(**SMALL)
-    e.batch_size.value = 1
-    assert "Not possible" in e.message.value and "at least 2 samples" in e.message.value
-    assert e.outputs.layout.display == "none"
-    e.batch_size.value = 32
-    assert e.outputs.layout.display is None and "models trained" in e.message.value
 
 
 def test_lrsweep_lrs_are_log_spaced():
@@ -110,11 +124,103 @@ def test_lrsweep_lrs_are_log_spaced():
         lrsweep_lrs(0, 0, 3)
 
 
+def test_lrsweep_summary_keeps_every_lr_and_counts_divergence_as_guessing():
+    result = lrsweep_run(-2, 20, points=2, epochs=1, n_seeds=2)  # lr 1e20 diverges
+    acc, loss = lrsweep_summary(result, "val_acc"), lrsweep_summary(result, "val_loss")
+    assert list(acc["With BN"]) == result.lrs
+    assert acc["Without BN"][1e20] == [0.5, 0.5] and loss["Without BN"][1e20] == []
+
+
+# -- widgets, without an event loop: computed at once ------------------------------------
+
+
+def test_compare_explorer_redraws_once_per_change_and_reuses_computed_settings():
+    e = CompareExplorer(**SMALL)
+    assert e.renders == 1 and e.image.value and "<table" in e.table.value
+    before = e.image.value
+    e.lr.value = 0.3
+    assert e.renders == 2 and e.image.value != before and "lr 0.3" in e.caption.value
+    e.refresh()  # same settings: nothing recomputed
+    assert e.renders == 2
+    e.lr.value = 0.01  # back: from the cache, at once
+    assert e.renders == 2 and e.image.value == before and "lr 0.01" in e.caption.value
+    assert e.progress_bar.layout.visibility == "hidden" and e.status.value == ""
+
+
+def test_compare_explorer_caption_lists_every_setting():
+    e = CompareExplorer(lr=0.03, epochs=2, batch_size=32, n_seeds=3, depth=3,
+                        activation="tanh", debounce=0)  # fmt: skip
+    for words in ("3 seeds", "lr 0.03", "batch size 32", "2 epochs", "3 hidden", "tanh", "cpu"):
+        assert words in e.caption.value, (words, e.caption.value)
+
+
+def test_compare_explorer_shows_impossible_settings_inside_the_widget():
+    e = CompareExplorer(**SMALL)
+    e.batch_size.value = 1
+    assert "Not possible" in e.message.value and "at least 2 samples" in e.message.value
+    assert e.outputs.layout.display == "none"
+    e.batch_size.value = 32
+    assert e.outputs.layout.display is None and "batch size 32" in e.caption.value
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"lr": 10.0}, r"lr=10.0 is outside .* clamped to 3.16"),
+        ({"epochs": 100}, "epochs=100 is outside"),
+        ({"n_seeds": 0}, "n_seeds=0 is outside"),
+        ({"batch_size": 3}, "not one of"),
+        ({"activation": "gelu"}, "not one of"),
+    ],
+)
+def test_compare_explorer_refuses_settings_its_controls_cannot_show(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CompareExplorer(**kwargs)
+
+
 def test_lrsweep_explorer_redraws_and_reports_bad_range():
     e = LrSweepExplorer(points=2, epochs=2, n_seeds=1, debounce=0)
-    assert e.renders == 1 and e.acc_image.value and e.loss_image.value
-    before = e.acc_image.value
+    assert e.renders == 1 and e.image.value
+    assert "0.001 to 1" in e.lr_range_text.value and "2 learning rates" in e.caption.value
+    before = e.image.value
     e.epochs.value = 3
-    assert e.renders == 2 and e.acc_image.value != before
+    assert e.renders == 2 and e.image.value != before
     e.lr_range.value = (-1.0, -1.0)
     assert "Not possible" in e.message.value
+    with pytest.raises(ValueError, match="points=20 is outside"):
+        LrSweepExplorer(points=20)
+
+
+def test_explorers_display_a_rerun_note_for_reopened_notebooks():
+    e = CompareExplorer(**SMALL)
+    assert "run this cell again" in RERUN_NOTE
+    assert "application/vnd.jupyter.widget-view+json" in e._repr_mimebundle_()
+
+
+# -- widgets inside an event loop (as in a Jupyter kernel): streamed and cancellable -----
+
+
+def test_inside_an_event_loop_curves_grow_and_a_newer_change_cancels_the_running_one():
+    async def scenario():
+        e = CompareExplorer(epochs=8, n_seeds=2, debounce=0)
+        # at once, before any training: progress and the new settings
+        assert "training 4 models: epoch 0/8" in e.status.value and "lr 0.01" in e.status.value
+        assert e.progress_bar.layout.visibility == "visible"
+        first = e.task
+        while e.progress_bar.value < 2:
+            await asyncio.sleep(0)
+        assert e.redraws >= 1 and e.image.value  # the first partial result is drawn at once
+        assert "so far" in e.caption.value
+        e.lr.value = 0.1  # a newer change, while the first run is half done
+        assert "epoch 0/8" in e.status.value and "lr 0.1" in e.status.value
+        second = e.task
+        assert second is not first
+        await second
+        assert first.cancelled()
+        assert "lr 0.1" in e.caption.value and "so far" not in e.caption.value
+        assert e.renders == 2 and e.status.value == ""
+        e.lr.value = 0.01  # the first settings never finished: computed again
+        await e.task
+        assert e.renders == 3 and "lr 0.01" in e.caption.value
+
+    asyncio.run(scenario())

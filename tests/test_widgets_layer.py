@@ -1,4 +1,5 @@
-"""Headless tests of the "inside the layer" explorer in bnteach.widgets."""
+"""Headless tests of the "inside the layer" explorer: ``bnteach.explore.layer_state``, its
+figure ``bnteach.plots.plot_layer_state`` and the widget ``bnteach.widgets.LayerExplorer``."""
 
 import ipywidgets as widgets
 import matplotlib
@@ -7,17 +8,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from bnteach.widgets import (
+from bnteach.explore import (
     LAYER_FEATURES,
     LAYER_POP_MEAN,
     LAYER_POP_STD,
-    LayerExplorer,
+    figure_png,
     layer_batches,
-    layer_explorer,
-    layer_figure,
-    layer_png,
     layer_state,
 )
+from bnteach.plots import plot_layer_state as layer_figure
+from bnteach.widgets import LayerExplorer, layer_explorer
 
 matplotlib.use("Agg")
 
@@ -149,7 +149,7 @@ def test_figure_has_four_panels_and_png_is_an_image():
     assert len(hist_lines) == LAYER_FEATURES
     assert len(hist_lines[0].get_xdata()) == s["num_batches_tracked"] + 1
     assert "TRAIN mode" in fig._suptitle.get_text()
-    png = layer_png(s)
+    png = figure_png(fig)
     assert png.startswith(PNG_MAGIC)
     assert "EVAL mode" in layer_figure(layer_state(training=False))._suptitle.get_text()
 
@@ -159,16 +159,27 @@ def test_figure_handles_a_batch_of_one_in_eval():
     assert len(fig.axes) == 4
 
 
+def test_figure_is_drawn_for_the_cell_width_with_integer_batch_counts():
+    fig = layer_figure(layer_state(batch_size=8, steps=3))
+    assert fig.get_size_inches()[0] * fig.dpi == 960
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[2].get_xticks() if -0.5 <= t <= 10.5]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert min(sizes) >= 9.5  # points; 13 px at 100 dpi
+
+
 # ----------------------------------------------------------------------------- widget
 
 
 def test_explorer_builds_and_shows_an_image():
     ui = layer_explorer()
     assert isinstance(ui, LayerExplorer) and isinstance(ui, widgets.VBox)
-    assert ui.layer_renders == 1
+    assert ui.renders == 1
     assert bytes(ui.layer_image.value).startswith(PNG_MAGIC)
-    assert "Train mode" in ui.layer_message.value
-    assert "num_batches_tracked = 1" in ui.layer_message.value
+    assert "Train mode" in ui.layer_note.value
+    assert "num_batches_tracked = 1" in ui.layer_note.value
+    assert "batch size 16" in ui.caption.value and "train mode" in ui.caption.value
 
 
 @pytest.mark.parametrize(
@@ -183,42 +194,58 @@ def test_explorer_builds_and_shows_an_image():
 )
 def test_setting_a_control_redraws_once(control, value):
     ui = layer_explorer()
-    before, renders = ui.layer_image.value, ui.layer_renders
+    before, renders = ui.layer_image.value, ui.renders
     getattr(ui, control).value = value
-    assert ui.layer_renders == renders + 1
+    assert ui.renders == renders + 1
     assert ui.layer_image.value != before and bytes(ui.layer_image.value).startswith(PNG_MAGIC)
 
 
 def test_step_buttons_and_reset():
     ui = layer_explorer()
     ui.layer_step1.click()
-    assert ui.layer_steps.value == 1 and ui.layer_renders == 2
+    assert ui.layer_steps.value == 1 and ui.renders == 2
     ui.layer_step10.click()
-    assert ui.layer_steps.value == 11 and ui.layer_renders == 3
-    assert "num_batches_tracked = 12" in ui.layer_message.value  # 11 steps + display batch
+    assert ui.layer_steps.value == 11 and ui.renders == 3
+    assert "num_batches_tracked = 12" in ui.layer_note.value  # 11 steps + display batch
     ui.layer_mode.value = False
-    assert "num_batches_tracked = 11" in ui.layer_message.value
+    assert "num_batches_tracked = 11" in ui.layer_note.value
     ui.layer_reset.click()
     assert ui.layer_steps.value == 0
-    assert "num_batches_tracked = 0" in ui.layer_message.value
+    assert "num_batches_tracked = 0" in ui.layer_note.value
+    ui.layer_mode.value = True  # back to the first settings: from the cache, no recomputation
+    assert ui.renders == 5 and "num_batches_tracked = 1" in ui.layer_note.value
 
 
 def test_batch_of_one_in_training_shows_a_message_not_a_traceback():
     ui = layer_explorer()
     ui.layer_batch_size.value = 1  # must not raise
-    assert "Not possible" in ui.layer_message.value
-    assert "Expected more than 1 value per channel" in ui.layer_message.value
-    assert ui.layer_image.layout.display == "none"
+    assert "Not possible" in ui.message.value
+    assert "Expected more than 1 value per channel" in ui.message.value
+    assert ui.outputs.layout.display == "none"
     ui.layer_mode.value = False  # eval mode with no training steps: one sample is fine
-    assert "Not possible" not in ui.layer_message.value
-    assert ui.layer_image.layout.display is None
+    assert "Not possible" not in ui.message.value
+    assert ui.outputs.layout.display is None
     ui.layer_step1.click()  # a training step with a batch of one: message again
-    assert "Not possible" in ui.layer_message.value
+    assert "Not possible" in ui.message.value
     ui.layer_batch_size.value = 2
-    assert "Eval mode" in ui.layer_message.value and ui.layer_image.layout.display is None
+    assert "Eval mode" in ui.layer_note.value and ui.outputs.layout.display is None
 
 
 def test_same_controls_give_the_same_picture():
     a, b = layer_explorer(seed=3), layer_explorer(seed=3)
     assert a.layer_image.value == b.layer_image.value
     assert layer_explorer(seed=4).layer_image.value != a.layer_image.value
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 100}, "batch_size=100 is outside"),
+        ({"momentum": 1.5}, "momentum=1.5 is outside"),
+        ({"shift": 20.0}, "clamped to 10"),
+        ({"training": "yes"}, "not one of"),
+    ],
+)
+def test_explorer_refuses_settings_its_controls_cannot_show(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LayerExplorer(**kwargs)
