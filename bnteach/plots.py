@@ -319,6 +319,7 @@ def plot_final_by_lr(summary, metric="val_acc", title=None):
     return fig
 
 
+@styled
 def plot_paired(comparisons, margin=None, xlabel="difference (A - B)", title=None, scale=1.0):
     """Paired differences over seeds, one row per comparison: every seed (dots), the mean
     (diamond) and its confidence interval (bar), 0 (line) and the ``+/- margin`` band.
@@ -332,7 +333,7 @@ def plot_paired(comparisons, margin=None, xlabel="difference (A - B)", title=Non
             "{'lr 0.01': paired(bn_acc, plain_acc)}."
         )
     rows = list(comparisons.items())
-    fig = Figure(figsize=(9, 1.2 + 0.75 * len(rows)), layout="constrained")
+    fig = new_figure(1.3 + 0.55 * len(rows))
     ax = fig.add_subplot()
     if margin is not None:
         ax.axvspan(

@@ -129,3 +129,20 @@ def test_final_by_lr_draws_every_group_and_names_an_lr_without_values():
 def test_input_that_cannot_be_drawn_raises_a_teaching_error(draw, match):
     with pytest.raises(ValueError, match=match):
         draw()
+
+
+def test_plot_paired_draws_every_comparison_with_its_interval():
+    from bnteach.plots import plot_paired
+    from bnteach.stats import paired
+
+    comparisons = {
+        f"set {i}": paired([0.9 + 0.01 * i, 0.92, 0.91], [0.9, 0.9, 0.9]) for i in range(3)
+    }
+    fig = plot_paired(comparisons, margin=0.02, scale=100)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 3 and all("(3 seeds)" in t for t in labels)
+    # each row: dots for seeds, one interval bar, one mean marker
+    assert len(ax.lines) >= 3 * 3 + 1
+    with pytest.raises(ValueError, match="non-empty dict"):
+        plot_paired({})
