@@ -149,7 +149,8 @@ class Paired:
     """A paired comparison of A and B over the same seeds: ``diffs[i] = a[i] - b[i]``.
 
     ``mean``, ``low``, ``high``: the mean difference and its ``confidence`` t interval.
-    ``wins``/``losses``/``ties``: seeds where A is higher / lower / equal.
+    ``wins``/``losses``/``ties``: seeds where A is higher / lower / equal (for a loss, a
+    "win" is a higher loss; :meth:`statement` words it as better/worse).
     ``higher_is_better``: True for accuracy, False for a loss (it only words the verdict).
     ``over``: what the pairs are, for the wording ("seeds", or e.g. "data splits").
     """
@@ -196,10 +197,13 @@ class Paired:
         """The verdict in words, with the numbers behind it."""
         a, b = self.names
         v = self.verdict(margin)
+        better, worse = (
+            (self.wins, self.losses) if self.higher_is_better else (self.losses, self.wins)
+        )
         numbers = (
             f"mean difference {self.mean:+.4g}{unit}, {self.confidence:.0%} interval "
-            f"[{self.low:+.4g}, {self.high:+.4g}]{unit}, {a} ahead on {self.wins} and behind on "
-            f"{self.losses} of {self.n} {self.over}"
+            f"[{self.low:+.4g}, {self.high:+.4g}]{unit}, {a} better on {better} and worse on "
+            f"{worse} of {self.n} {self.over}"
         )
         if v in ("better", "worse"):
             size = " (by less than the margin)" if self.within(margin) else ""

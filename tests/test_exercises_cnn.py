@@ -74,7 +74,7 @@ SPATIAL_MISTAKES = {
     "shape": (lambda x, w, b, e: good_spatial_bn(x, w, b, e).reshape(-1, x.shape[1]), "shape"),
     "dtype": (lambda x, w, b, e: good_spatial_bn(x, w, b, e).float(), "dtype"),
     "list": (lambda x, w, b, e: [1.0], "torch.Tensor"),
-    "kwarg": (lambda x, weight, bias, *, eps: x, "raised TypeError"),
+    "kwarg": (lambda x, weight, bias, *, eps: x, "does not accept that"),
 }
 
 
@@ -226,7 +226,7 @@ def _no_bias_support(conv, bn):
         (lambda conv, bn: nn.Conv2d(4, 4, 3), "shape"),
         (lambda conv, bn: nn.Conv2d(4, 4, 3, padding=1, bias=False), "has no bias"),
         (lambda conv, bn: 1 / 0, "raised ZeroDivisionError"),
-        (lambda conv: conv, "raised TypeError"),
+        (lambda conv: conv, "does not accept that"),
     ],
 )
 def test_fold_conv_mistakes(fn, phrase):

@@ -117,3 +117,11 @@ def test_bad_seed_count(n):
 def test_statement_names_what_was_paired():
     p = stats.paired([0.9, 0.92, 0.91], [0.9, 0.9, 0.9], names=("BN", "plain"), over="data splits")
     assert "of 3 data splits" in p.statement(0.05) and "3 data splits" in repr(p)
+
+
+def test_statement_counts_better_and_worse_in_the_metric_s_direction():
+    loss = stats.paired(
+        [0.1, 0.2, 0.1, 0.1], [0.3, 0.1, 0.3, 0.3], names=("BN", "plain"), higher_is_better=False
+    )
+    assert (loss.wins, loss.losses) == (1, 3)
+    assert "BN better on 3 and worse on 1 of 4 seeds" in loss.statement(0.01)
