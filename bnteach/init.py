@@ -1,7 +1,8 @@
 """Initialisation scales for deep MLPs (notebook 09): set them, and train many nets at once.
 
-``scale_init_(model, scale)`` sets every ``nn.Linear`` of a :class:`bnteach.models.MLP` to
-``scale`` times the standard initialisation for its activation, biases to 0:
+``scale_init_(model, scale)`` sets every hidden ``nn.Linear`` of a
+:class:`bnteach.models.MLP` to ``scale`` times the standard initialisation for its
+activation (the output layer to the standard Xavier one), biases to 0:
 
 - ReLU (and GELU): Kaiming (He et al. 2015), ``std = sqrt(2 / fan_in)``;
 - tanh and sigmoid: Xavier/Glorot (2010), ``std = sqrt(2 / (fan_in + fan_out))``.
@@ -50,22 +51,31 @@ def _activation_name(model):
     raise ValueError("The model has no activation layer bnteach.init knows.")
 
 
-def scale_init_(model, scale, generator=None):
-    """In place: every Linear weight ~ N(0, (scale * init_std)^2), every bias 0. Returns model.
+def scale_init_(model, scale, scale_output=False, generator=None):
+    """In place: hidden Linear weights ~ N(0, (scale * init_std)^2), every bias 0. Returns model.
 
-    The output layer gets the Xavier scale times ``scale`` too. ``generator`` (optional) is
+    The output layer gets the standard Xavier std (times ``scale`` only with
+    ``scale_output=True``): with BN before every activation, the net's function at
+    initialisation then does not depend on ``scale`` at all. ``generator`` (optional) is
     passed to ``torch.Tensor.normal_``; without it the global RNG is used.
     """
     if not isinstance(model, MLP):
         raise TypeError(f"scale_init_ expects a bnteach.models.MLP, got {type(model).__name__}.")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    if not (
+        isinstance(scale, (int, float))
+        and not isinstance(scale, bool)
+        and math.isfinite(scale)
+        and scale > 0
+    ):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}.")
     activation = _activation_name(model)
     linears = [m for m in model.network if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for i, lin in enumerate(linears):
-            act = activation if i < len(linears) - 1 else "tanh"  # the output: Xavier
-            std = scale * init_std(lin.in_features, lin.out_features, act)
+            output = i == len(linears) - 1
+            act = "tanh" if output else activation  # the output layer: Xavier
+            factor = scale if (scale_output or not output) else 1.0
+            std = factor * init_std(lin.in_features, lin.out_features, act)
             lin.weight.normal_(0.0, std, generator=generator)
             if lin.bias is not None:
                 lin.bias.zero_()
