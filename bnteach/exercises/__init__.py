@@ -15,10 +15,14 @@ answer, shows its feedback (``show=False`` turns that off) and records it for
 This module is only an index. The checks live in ``experiments`` (1, 2, 3, 5),
 ``batch_size`` (4, 9), ``invariance`` (6, 8), ``forward_pass`` (7a, 7b) and ``inference``
 (10a, 10b); ``feedback`` holds :class:`Feedback`, :func:`progress` and the check decorator.
+The checks of notebook 08's exercises live in ``backward`` (outside notebook 05's ``__all__``
+and progress table).
 """
 
 from bnteach.exercises import cnn as cnn  # notebook 07's checks, with their own progress()
 from bnteach.exercises._common import NO_WINNER as NO_WINNER
+from bnteach.exercises.backward import check_mean_only_backward as check_mean_only_backward
+from bnteach.exercises.backward import check_variance_term as check_variance_term
 from bnteach.exercises.batch_size import check_batch_size, check_layer_norm
 from bnteach.exercises.experiments import ACTIVATION_NAMES as ACTIVATION_NAMES
 from bnteach.exercises.experiments import (
