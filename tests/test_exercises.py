@@ -31,10 +31,15 @@ from bnteach.exercises import (
     check_scale_invariance,
     forward_pass,
 )
+from bnteach.exercises.experiments import _check_verdict
+from bnteach.exercises.feedback import _Wrong
 from bnteach.models import MLP, count_parameters
+from bnteach.stats import paired, seeds
 from bnteach.training import train_model
 
-SEEDS = [0, 1, 2]
+SEEDS = seeds(3)  # what the exercises tell the learner; shifted by BNTEACH_SEED_OFFSET
+MARGIN = 0.02  # the margin the exercises state
+VERDICTS = ("better", "worse", "equivalent", "unresolved")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,16 +73,31 @@ def mean_acc(result, model, lr=None, metric="val_acc"):
     return statistics.mean(getattr(h, metric)[-1] for h in result.histories(model=model, lr=lr))
 
 
-def winner(result, a, b):
-    pairs = [
-        (ha.val_acc[-1], hb.val_acc[-1])
-        for ha, hb in zip(result.histories(model=a), result.histories(model=b))
-    ]
-    if all(x > y for x, y in pairs):
-        return a
-    if all(y > x for x, y in pairs):
-        return b
-    return "no clear winner"
+def verdict_of(result, a, b, lr=None):
+    """What a learner computes: paired(a's final accuracies, b's).verdict(MARGIN)."""
+    finals = [[h.val_acc[-1] for h in result.histories(model=m, lr=lr)] for m in (a, b)]
+    return paired(*finals, names=(a, b)).verdict(MARGIN)
+
+
+def test_verdict_feedback_explains_the_interval():
+    ahead = paired([0.90, 0.92, 0.91, 0.93], [0.80, 0.81, 0.79, 0.80], names=("BN", "plain"))
+    assert "BN better than plain" in _check_verdict("better", ahead, "v")
+
+    def message(verdict, p):
+        with pytest.raises(_Wrong) as err:
+            _check_verdict(verdict, p, "v")
+        return str(err.value)
+
+    assert "from BN's side" in message("worse", ahead)
+    assert "excludes 0" in message("equivalent", ahead)
+    noisy = paired([0.90, 0.80, 0.95, 0.70], [0.85, 0.86, 0.84, 0.83], names=("BN", "plain"))
+    assert noisy.verdict(MARGIN) == "unresolved"
+    assert "includes 0" in message("better", noisy)
+    assert "more seeds" in message("equivalent", noisy)
+    same = paired([0.90, 0.91, 0.90, 0.91], [0.905, 0.905, 0.905, 0.905], names=("a", "b"))
+    assert same.verdict(MARGIN) == "equivalent"
+    assert "inside +/-0.02" in message("unresolved", same)
+    assert "should be one of" in message("no clear winner", same)
 
 
 def other(value, options):
@@ -91,7 +111,7 @@ def test_feedback_object_reads_well_and_checks_print(capsys):
     fb = check_learning_rate(None, None, None)
     out = capsys.readouterr().out
     assert "Exercise 1" in out and "Not attempted yet" in out
-    assert "`lr_result`, `final_acc`, `copes` are still None" in fb.message
+    assert "`lr_result`, `final_acc`, `lr1_verdict` are still None" in fb.message
     assert not fb.correct and not fb.attempted
     assert "<div" in fb._repr_html_() and "<code>lr_result</code>" in fb._repr_html_()
     assert repr(fb) == str(fb)
@@ -115,7 +135,7 @@ def test_a_check_never_raises_and_leaves_the_global_rng_alone():
     fb = check_depth({"plain": {}, "BN": {}}, object(), "x", 3, show=False)
     assert fb.status == "wrong"
     check_fold(lambda m: 1 / 0, show=False)
-    check_scale_invariance(lambda m, a: m, None, None, None, show=False)
+    check_scale_invariance(lambda m, a: m, None, None, None, None, show=False)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -145,18 +165,17 @@ def lr_result():
 
 def lr_answer(result):
     acc = {(m, lr): mean_acc(result, m, lr) for m in ("plain", "BN") for lr in result.lrs}
-    return acc, "BN" if acc["BN", 1.0] > acc["plain", 1.0] else "plain"
+    return acc, verdict_of(result, "BN", "plain", lr=1.0)
 
 
 def test_learning_rate(lr_result):
     acc, copes = lr_answer(lr_result)
-    correct(check_learning_rate(lr_result, acc, copes, show=False))
+    fb = correct(check_learning_rate(lr_result, acc, copes, show=False))
+    assert "95% interval" in fb.message
     not_attempted(check_learning_rate(lr_result, None, None, show=False))
-    wrong(
-        check_learning_rate(lr_result, acc, other(copes, ["plain", "BN"]), show=False),
-        "Your own numbers say otherwise",
-    )
-    wrong(check_learning_rate(lr_result, acc, "bn", show=False), "should be one of")
+    for bad in set(VERDICTS) - {copes}:
+        wrong(check_learning_rate(lr_result, acc, bad, show=False), "your own runs give")
+    wrong(check_learning_rate(lr_result, acc, "BN", show=False), "should be one of")
     for metric, phrase in (("val_loss", "validation losses"), ("train_loss", "training losses")):
         table = {k: mean_acc(lr_result, k[0], k[1], metric) for k in acc}
         wrong(check_learning_rate(lr_result, table, copes, show=False), phrase)
@@ -246,30 +265,48 @@ def batch_results():
     }
 
 
+def batch_verdicts(results):
+    return {bs: verdict_of(r, "BN", "plain") for bs, r in results.items()}
+
+
 def test_batch_size(batch_results):
     diff = {bs: mean_acc(r, "BN") - mean_acc(r, "plain") for bs, r in batch_results.items()}
     worst = min(diff, key=diff.get)
-    correct(check_batch_size(batch_results, diff, worst, show=False))
-    not_attempted(check_batch_size(batch_results, None, None, show=False))
+    verdicts = batch_verdicts(batch_results)
+    correct(check_batch_size(batch_results, diff, worst, verdicts, show=False))
+    not_attempted(check_batch_size(batch_results, None, None, None, show=False))
+    not_attempted(check_batch_size(batch_results, diff, worst, None, show=False))
     wrong(
-        check_batch_size(batch_results, diff, other(worst, list(diff)), show=False),
+        check_batch_size(batch_results, diff, other(worst, list(diff)), verdicts, show=False),
         "the lowest is at",
     )
-    wrong(check_batch_size(batch_results, diff, 3, show=False), "should be one of your")
+    wrong(check_batch_size(batch_results, diff, 3, verdicts, show=False), "should be one of your")
     wrong(
-        check_batch_size(batch_results, {b: -d for b, d in diff.items()}, worst, show=False),
+        check_batch_size(
+            batch_results, {b: -d for b, d in diff.items()}, worst, verdicts, show=False
+        ),
         "wrong sign",
+    )
+    bad = {**verdicts, 2: other(verdicts[2], list(VERDICTS))}
+    wrong(
+        check_batch_size(batch_results, diff, worst, bad, show=False),
+        "`batch_verdicts[2]`",
+        "your own runs give",
+    )
+    wrong(
+        check_batch_size(batch_results, diff, worst, {2: verdicts[2]}, show=False),
+        "one verdict per batch size",
     )
     swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
     wrong(
-        check_batch_size(swapped, diff, worst, show=False),
+        check_batch_size(swapped, diff, worst, verdicts, show=False),
         "`batch_results[4]` was not trained with batch_size=4",
         "matches batch_size=64",
     )
     fewer = {b: r for b, r in batch_results.items() if b != 2}
-    wrong(check_batch_size(fewer, diff, worst, show=False), "lacks the batch size(s) [2]")
+    wrong(check_batch_size(fewer, diff, worst, verdicts, show=False), "lacks the batch size(s) [2]")
     longer = {**batch_results, 256: sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, batch_size=256)}
-    wrong(check_batch_size(longer, diff, worst, show=False), "compare like with like")
+    wrong(check_batch_size(longer, diff, worst, verdicts, show=False), "compare like with like")
 
 
 def test_batch_size_tolerates_gpu_rounding_but_not_a_wrong_size(batch_results, monkeypatch):
@@ -279,18 +316,22 @@ def test_batch_size_tolerates_gpu_rounding_but_not_a_wrong_size(batch_results, m
 
     diff = {bs: mean_acc(r, "BN") - mean_acc(r, "plain") for bs, r in batch_results.items()}
     worst = min(diff, key=diff.get)
+    verdicts = batch_verdicts(batch_results)
 
     def fake_gap(result, bs, model):  # as if each run were 1% off its own batch size
         filed = next(b for b, r in batch_results.items() if r is result)
         return 0.01 if bs == filed else 0.3
 
     monkeypatch.setattr(module, "_trained_with_batch", fake_gap)
-    wrong(check_batch_size(batch_results, diff, worst, show=False), "does not match a fresh run")
+    wrong(
+        check_batch_size(batch_results, diff, worst, verdicts, show=False),
+        "does not match a fresh run",
+    )
     for r in batch_results.values():
         monkeypatch.setattr(r, "device", torch.device("cuda"), raising=False)
-    correct(check_batch_size(batch_results, diff, worst, show=False))
+    correct(check_batch_size(batch_results, diff, worst, verdicts, show=False))
     swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
-    wrong(check_batch_size(swapped, diff, worst, show=False), "matches batch_size=64")
+    wrong(check_batch_size(swapped, diff, worst, verdicts, show=False), "matches batch_size=64")
 
 
 # ------------------------------------------------------------------------------ 5
@@ -300,11 +341,15 @@ PLACEMENT = {"before": {"norm": "batch"}, "after": {"norm": "batch", "placement"
 
 def test_placement():
     result = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, models=PLACEMENT)
-    verdict = winner(result, "before", "after")
-    correct(check_placement(PLACEMENT, result, verdict, show=False))
+    verdict = verdict_of(result, "before", "after")
+    fb = correct(check_placement(PLACEMENT, result, verdict, show=False))
+    assert "95% interval" in fb.message
     not_attempted(check_placement(None, None, None, show=False))
-    for wrong_verdict in {"before", "after", "no clear winner"} - {verdict}:
-        wrong(check_placement(PLACEMENT, result, wrong_verdict, show=False), "disagree")
+    for wrong_verdict in set(VERDICTS) - {verdict}:
+        wrong(check_placement(PLACEMENT, result, wrong_verdict, show=False), "your own runs give")
+    wrong(check_placement(PLACEMENT, result, "no clear winner", show=False), "should be one of")
+    two_lrs = sweep.run(seeds=SEEDS, lrs=[0.01, 0.1], epochs=1, models=PLACEMENT)
+    wrong(check_placement(PLACEMENT, two_lrs, verdict, show=False), "one learning rate")
     no_norm = {"before": {}, "after": {"placement": "after"}}
     wrong(check_placement(no_norm, result, verdict, show=False), "changes nothing")
     deeper = {**PLACEMENT, "after": {**PLACEMENT["after"], "hidden_sizes": (64,)}}
@@ -318,7 +363,7 @@ BIAS = {"bias": {"norm": "batch"}, "no_bias": {"norm": "batch", "bias": False}}
 
 def bias_model(training):
     X, _, y, _ = load_data()
-    torch.manual_seed(0)
+    torch.manual_seed(seeds(1)[0])
     model = MLP(20, (128, 64), norm="batch").train(training)
     F.binary_cross_entropy_with_logits(model(X[:64]), y[:64]).backward()
     return model
@@ -326,7 +371,7 @@ def bias_model(training):
 
 def test_bias():
     result = sweep.run(seeds=SEEDS, lrs=[0.01], epochs=2, models=BIAS)
-    verdict = winner(result, "bias", "no_bias")
+    verdict = verdict_of(result, "bias", "no_bias")
     grad = bias_model(True).network[0].bias.grad
     saved = count_parameters(MLP(norm="batch")) - count_parameters(MLP(norm="batch", bias=False))
     fb = correct(check_bias(grad, saved, result, verdict, show=False))
@@ -346,8 +391,8 @@ def test_bias():
     )
     wrong(check_bias(grad, saved + 1, result, verdict, show=False), "output layer's bias too")
     wrong(check_bias(grad, 128, result, verdict, show=False), "count_parameters gives")
-    for bad_verdict in {"bias", "no_bias", "no clear winner"} - {verdict}:
-        wrong(check_bias(grad, saved, result, bad_verdict, show=False), "disagree")
+    for bad_verdict in set(VERDICTS) - {verdict}:
+        wrong(check_bias(grad, saved, result, bad_verdict, show=False), "your own runs give")
     plain = sweep.run(
         seeds=SEEDS,
         lrs=[0.01],
@@ -547,7 +592,7 @@ def test_norm_variants(variant_runs):
     assert min(losses["mean-only"]) > 1000 and max(losses["variance-only"]) < 1  # the facts
     stable = ["BN", "variance-only"]
     fb = correct(check_norm_variants(mean_only, variance_only, losses, stable, show=False))
-    assert "mean-only's output by" in fb.message and "re-run of seed 0" in fb.message
+    assert "mean-only's output by" in fb.message and f"re-run of seed {SEEDS[0]}" in fb.message
     nan_losses = {**losses, "variance-only": [losses["variance-only"][0], float("nan"), 0.2]}
     correct(check_norm_variants(mean_only, variance_only, nan_losses, ["BN"], show=False))
     fb = not_attempted(check_norm_variants(mean_only, variance_only, None, None, show=False))
@@ -587,7 +632,7 @@ def test_norm_variants_ties_the_losses_to_real_runs(variant_runs):
     )
     assert f"{losses['mean-only'][0]:.4g}" in fb.message
     # rounding differences (another device) are fine, a stable loss far off is not
-    nudged = {**losses, "BN": [losses["BN"][0] * 1.3] + losses["BN"][1:]}
+    nudged = {**losses, "BN": [losses["BN"][0] * 1.001] + losses["BN"][1:]}
     correct(
         check_norm_variants(mean_only, variance_only, nudged, ["BN", "variance-only"], show=False)
     )
@@ -617,12 +662,47 @@ def test_norm_variants_ties_the_losses_to_real_runs(variant_runs):
     )
     slow = {
         **losses,
-        "mean-only": [train_variant(mean_only, 0, lr=0.01).val_loss[-1]] + losses["mean-only"][1:],
+        "mean-only": [train_variant(mean_only, SEEDS[0], lr=0.01).val_loss[-1]]
+        + losses["mean-only"][1:],
     }
     wrong(
         check_norm_variants(mean_only, variance_only, slow, everything, show=False),
         "learning rate 0.01",
     )
+
+
+def test_norm_variants_names_another_seeds_numbers(variant_runs):
+    """Numbers of the second seed where the first belongs: the check re-runs the first of
+    seeds(3) and says whose numbers these are."""
+    losses = losses_of(variant_runs)
+    stable = ["BN", "variance-only"]
+    rotated = {name: values[1:] + values[:1] for name, values in losses.items()}
+    wrong(
+        check_norm_variants(mean_only, variance_only, rotated, stable, show=False),
+        f"that is seed {SEEDS[1]}'s run, not seed {SEEDS[0]}'s",
+        "seeds(3)",
+    )
+    # only the variance-only entry is another seed's: still caught
+    one = {**losses, "variance-only": rotated["variance-only"]}
+    wrong(
+        check_norm_variants(mean_only, variance_only, one, stable, show=False),
+        "`variant_loss['variance-only'][0]`",
+        f"seed {SEEDS[1]}'s run",
+    )
+
+
+def test_norm_variants_notice_seeds_typed_by_hand(variant_runs, monkeypatch):
+    """Under BNTEACH_SEED_OFFSET the exercise's seeds move; numbers from the unshifted seeds
+    (typed as 0, 1, 2) are named as such."""
+    losses = losses_of(variant_runs)
+    monkeypatch.setenv("BNTEACH_SEED_OFFSET", str(SEEDS[0] + 100))
+    typed = {name: [train_variant(fn, 0).val_loss[-1]] * 3 for name, fn in VARIANTS.items()}
+    fb = wrong(
+        check_norm_variants(mean_only, variance_only, typed, ["BN", "variance-only"], show=False),
+        f"not seed {SEEDS[0] + 100}'s",
+    )
+    assert "that is seed 0's run" in fb.message and "seeds(3)" in fb.message
+    assert losses  # the fixture's own runs are untouched by the offset
 
 
 # ------------------------------------------------------------------------------ 8
@@ -642,7 +722,7 @@ def ratio(a, training=True, norm="batch", layer=0):
     X, _, y, _ = load_data()
     norms = []
     for factor in (1.0, a):
-        torch.manual_seed(0)
+        torch.manual_seed(seeds(1)[0])
         model = scale_hidden(MLP(20, (128, 64), norm=norm), factor).train(training)
         F.binary_cross_entropy_with_logits(model(X[:64]), y[:64]).backward()
         norms.append(model.network[layer].weight.grad.norm().item())
@@ -650,12 +730,17 @@ def ratio(a, training=True, norm="batch", layer=0):
 
 
 def init_run(norm, a, seed, epochs=10):
-    """One run of exercise 8, as a learner runs it; a History."""
+    """One run of exercise 8, as a learner runs it: ``(history, change)``, ``change`` the
+    relative change of the second hidden Linear's weight (None without BN)."""
     X_train, X_val, y_train, y_val = load_data()
     torch.manual_seed(seed)
     model = scale_hidden(MLP(norm=norm), a)
+    start = model.network[3].weight.detach().clone() if norm == "batch" else None
     loaders = make_loaders(X_train, X_val, y_train, y_val, seed=seed)
-    return train_model(model, *loaders, epochs=epochs, lr=0.01, verbose=False)
+    history = train_model(model, *loaders, epochs=epochs, lr=0.01, verbose=False)
+    if start is None:
+        return history, None
+    return history, ((model.network[3].weight.detach() - start).norm() / start.norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -668,80 +753,100 @@ def init_runs():
 
 
 def final(runs, metric="val_acc"):
-    return {k: [getattr(h, metric)[-1] for h in hs] for k, hs in runs.items()}
+    return {k: [getattr(h, metric)[-1] for h, _ in hs] for k, hs in runs.items()}
+
+
+def changes(runs, index=0):
+    """``weight_change`` as the learner reports it: the BN net of one seed, a = 1 and 100."""
+    return {a: runs["batch", a][index][1] for a in (1, 100)}
+
+
+def scale_answers(runs):
+    accs = final(runs)
+    verdict = paired(accs["batch", 100], accs["none", 100], names=("BN", "plain")).verdict(MARGIN)
+    return accs, changes(runs), verdict
 
 
 def test_scale_invariance(init_runs):
-    INIT_ACC = final(init_runs)
+    INIT_ACC, CHANGE, VERDICT = scale_answers(init_runs)
     assert statistics.mean(INIT_ACC["batch", 100]) > statistics.mean(INIT_ACC["none", 100])
+    assert CHANGE[1] > 10 * CHANGE[100]  # the fact: Adam's relative step shrinks like 1/a
     ratios = {a: ratio(a) for a in (0.1, 10, 100)}
     assert abs(ratios[100] - 0.01) < 1e-3  # the fact itself: the gradient scales as 1/a
-    fb = correct(check_scale_invariance(scale_hidden, ratios, INIT_ACC, "batch", show=False))
-    assert "1/a" in fb.message
+
+    def check(fn=scale_hidden, grads=ratios, accs=INIT_ACC, change=CHANGE, verdict=VERDICT):
+        return check_scale_invariance(fn, grads, accs, change, verdict, show=False)
+
+    fb = correct(check())
+    assert "1/a" in fb.message and "times less" in fb.message and "95% interval" in fb.message
     in_place = lambda m, a: scale_hidden(m, a) and None  # noqa: E731
-    correct(check_scale_invariance(in_place, ratios, INIT_ACC, "batch", show=False))
-    not_attempted(check_scale_invariance(None, None, None, None, show=False))
-    not_attempted(check_scale_invariance(scale_hidden, None, None, None, show=False))
-    not_attempted(check_scale_invariance(lambda m, a: None, None, None, None, show=False))
-    wrong(
-        check_scale_invariance(
-            functools.partial(scale_hidden, last=True), ratios, INIT_ACC, "batch", show=False
-        ),
-        "also scaled the output Linear",
-    )
-    wrong(
-        check_scale_invariance(
-            functools.partial(scale_hidden, bias=False), ratios, INIT_ACC, "batch", show=False
-        ),
-        "multiply the bias by a too",
-    )
-    inverse = {a: 1 / r for a, r in ratios.items()}
-    wrong(
-        check_scale_invariance(scale_hidden, inverse, INIT_ACC, "batch", show=False), "the inverse"
-    )
+    correct(check(fn=in_place))
+    not_attempted(check_scale_invariance(None, None, None, None, None, show=False))
+    not_attempted(check_scale_invariance(scale_hidden, None, None, None, None, show=False))
+    not_attempted(check(fn=lambda m, a: None))
+    not_attempted(check(change=None))
+    wrong(check(fn=functools.partial(scale_hidden, last=True)), "also scaled the output Linear")
+    wrong(check(fn=functools.partial(scale_hidden, bias=False)), "multiply the bias by a too")
+    wrong(check(grads={a: 1 / r for a, r in ratios.items()}), "the inverse")
     output_layer = {a: ratio(a, layer=-1) for a in (10, 100)}
-    wrong(
-        check_scale_invariance(scale_hidden, output_layer, INIT_ACC, "batch", show=False),
-        "network[0].weight.grad",
-    )
+    wrong(check(grads=output_layer), "network[0].weight.grad")
     for bad in (
         {a: ratio(a, training=False) for a in (10, 100)},
         {a: ratio(a, norm="none") for a in (10, 100)},
     ):
-        wrong(
-            check_scale_invariance(scale_hidden, bad, INIT_ACC, "batch", show=False),
-            "does not normalize",
+        wrong(check(grads=bad), "does not normalize")
+    for bad in set(VERDICTS) - {VERDICT}:
+        wrong(check(verdict=bad), "`scale_verdict`", "your own runs give")
+    wrong(check(accs={("none", 1): [0.9]}), "exactly the keys")
+    wrong(check(change={1: CHANGE[1]}), "should be a dict {1: ..., 100: ...}")
+
+
+def test_scale_invariance_checks_the_weight_change(init_runs):
+    accs, change, verdict = scale_answers(init_runs)
+
+    def check(weight_change):
+        return check_scale_invariance(
+            scale_hidden, {10: ratio(10), 100: ratio(100)}, accs, weight_change, verdict, show=False
         )
-    wrong(
-        check_scale_invariance(scale_hidden, ratios, INIT_ACC, "none", show=False),
-        "Your own numbers at a = 100",
-    )
-    wrong(
-        check_scale_invariance(scale_hidden, ratios, {("none", 1): [0.9]}, "batch", show=False),
-        "exactly the keys",
-    )
+
+    wrong(check({1: change[1], 100: change[1]}), "what the unscaled net gives")
+    wrong(check({1: change[1], 100: change[100] * 3}), "`weight_change[100]`", "re-run of seed")
+    # the absolute change ||W - W_0|| instead of the relative one
+    torch.manual_seed(SEEDS[0])
+    w0 = scale_hidden(MLP(norm="batch"), 1).network[3].weight.norm().item()
+    wrong(check({1: change[1] * w0, 100: change[100]}), "absolute change")
+    # another seed's BN net
+    wrong(check(changes(init_runs, 1)), f"that is seed {SEEDS[1]}'s BN net")
+    correct(check({1: change[1] * (1 + 1e-3), 100: change[100]}))  # another device's rounding
 
 
 def test_scale_invariance_ties_the_accuracies_to_real_runs(init_runs):
-    accs = final(init_runs)
+    accs, change, verdict = scale_answers(init_runs)
     ratios = {a: ratio(a) for a in (10, 100)}
 
     def check(init_acc):
-        return check_scale_invariance(scale_hidden, ratios, init_acc, "batch", show=False)
+        v = paired(init_acc["batch", 100], init_acc["none", 100]).verdict(MARGIN)
+        return check_scale_invariance(scale_hidden, ratios, init_acc, change, v, show=False)
 
     made_up = {**accs, ("none", 100): [0.6, 0.62, 0.61]}
-    fb = wrong(check(made_up), "the check's re-run of seed 0 gives", "0.600")
+    fb = wrong(check(made_up), f"the check's re-run of seed {SEEDS[0]} gives", "0.600")
     assert f"{accs['none', 100][0]:.3f}" in fb.message
     # rounding differences (another device) are fine
-    nudged = {**accs, ("none", 100): [accs["none", 100][0] + 0.02] + accs["none", 100][1:]}
+    nudged = {**accs, ("none", 100): [accs["none", 100][0] + 0.001] + accs["none", 100][1:]}
     correct(check(nudged))
     unscaled = {**accs, ("none", 100): accs["none", 1]}
     wrong(check(unscaled), "without scaling", "scale_hidden_layers(model, a)")
     losses = final(init_runs, "val_loss")
     wrong(check({**accs, ("batch", 1): losses["batch", 1]}), "the final validation loss")
-    longer = [init_run("none", 100, seed, epochs=25).val_acc[-1] for seed in SEEDS]
+    longer = [init_run("none", 100, seed, epochs=25)[0].val_acc[-1] for seed in SEEDS]
     if abs(longer[0] - accs["none", 100][0]) > 0.04:
         wrong(check({**accs, ("none", 100): longer}), "25 epochs")
+    # the second seed's numbers first: named as such wherever they differ from the first's
+    rotated = {k: v[1:] + v[:1] for k, v in accs.items()}
+    if any(v[0] != v[1] for v in accs.values()):
+        wrong(check(rotated), f"that is seed {SEEDS[1]}'s run, not seed {SEEDS[0]}'s")
+    else:
+        correct(check(rotated))  # equal numbers: nothing to tell apart
 
 
 # ------------------------------------------------------------------------------ 9
@@ -754,12 +859,15 @@ def test_layer_norm():
         bs: sweep.run(seeds=SEEDS, lrs=[0.01], epochs=1, batch_size=bs, models=LN) for bs in (2, 64)
     }
     acc = {(m, bs): mean_acc(r, m) for bs, r in results.items() for m in LN}
-    better = "LN" if acc["LN", 2] > acc["BN", 2] else "BN"
+    better = verdict_of(results[2], "LN", "BN")
     spans = {m: abs(acc[m, 2] - acc[m, 64]) for m in LN}
     sensitive = max(spans, key=spans.get)
-    correct(check_layer_norm(results, acc, better, sensitive, show=False))
+    fb = correct(check_layer_norm(results, acc, better, sensitive, show=False))
+    assert "At batch size 2: " in fb.message
     not_attempted(check_layer_norm(results, acc, None, None, show=False))
-    wrong(check_layer_norm(results, acc, other(better, LN), sensitive, show=False), "is better")
+    for bad in set(VERDICTS) - {better}:
+        wrong(check_layer_norm(results, acc, bad, sensitive, show=False), "your own runs give")
+    wrong(check_layer_norm(results, acc, "LN", sensitive, show=False), "should be one of")
     wrong(
         check_layer_norm(results, acc, better, other(sensitive, LN), show=False), "more sensitive"
     )

@@ -6,6 +6,7 @@ import torch
 
 from bnteach import sweep
 from bnteach.exercises._common import _check_table, _final, _mean, _result
+from bnteach.exercises.experiments import MARGIN, VERDICTS, _check_verdict, _paired
 from bnteach.exercises.feedback import _check, _choice, _missing, _Wrong
 
 # ============================================================================ 4 batch size
@@ -15,11 +16,13 @@ EXACT, ROUNDING = 1e-3, 5e-2  # relative first-epoch loss gap: on the CPU, on a 
 
 def _trained_with_batch(result, batch_size, model):
     """Relative difference between ``result``'s first epoch of ``model`` (first seed and lr)
-    and a fresh one-epoch run with ``batch_size``."""
+    and a fresh one-epoch run with ``batch_size``. The fresh run trains all of ``result``'s
+    seeds, as the learner's run did: replicas are trained as one batch, and a batch of another
+    size rounds differently, which BN at batch size 2 amplifies within an epoch."""
     seed, lr = result.seeds[0], result.lrs[0]
     spec = {k: v for k, v in result.models[model].items()}
     fresh = sweep.run(
-        seeds=[seed],
+        seeds=list(result.seeds),
         lrs=[lr],
         epochs=1,
         batch_size=batch_size,
@@ -27,7 +30,8 @@ def _trained_with_batch(result, batch_size, model):
         device=getattr(result, "device", None),  # the same device: no cross-device rounding
     )
     (h,) = result.histories(model=model, seed=seed, lr=lr)
-    a, b = h.train_loss[0], fresh.replicas[0].history.train_loss[0]
+    (fresh_h,) = fresh.histories(model=model, seed=seed, lr=lr)
+    a, b = h.train_loss[0], fresh_h.train_loss[0]
     return abs(a - b) / max(abs(b), 1e-12)
 
 
@@ -84,14 +88,20 @@ def _check_batch_results(results, name, sizes, models):
 
 
 @_check("4")
-def check_batch_size(results, bn_minus_plain, worst):
+def check_batch_size(results, bn_minus_plain, worst, verdicts):
     """Exercise 4. ``results``: ``{batch size: sweep.run(...)}`` of the default pair for batch
     sizes including 2, 4, 64 and 256 (same seeds, lr and epochs); ``bn_minus_plain``:
     ``{batch size: mean final val accuracy of BN minus plain}``; ``worst``: the batch size
-    where BN does worst compared with the plain net."""
+    where BN does worst compared with the plain net; ``verdicts``: ``{batch size:
+    paired(BN, plain).verdict(margin=0.02)}``."""
     _missing(
-        {"batch_results": results, "bn_minus_plain": bn_minus_plain, "worst_batch": worst},
-        "Train the pair at each batch size, fill in the table and name the worst batch size.",
+        {
+            "batch_results": results,
+            "bn_minus_plain": bn_minus_plain,
+            "worst_batch": worst,
+            "batch_verdicts": verdicts,
+        },
+        "Train the pair at each batch size, fill in the tables and name the worst batch size.",
     )
     sizes = _check_batch_results(
         results, "batch_results", (2, 4, 64, 256), {"plain": "none", "BN": "batch"}
@@ -117,10 +127,23 @@ def check_batch_size(results, bn_minus_plain, worst):
     shown = ", ".join(f"{bs}: {d:+.3f}" for bs, d in expected.items())
     if worst != truth:
         raise _Wrong(f"Your own numbers (BN minus plain) are {shown}: the lowest is at {truth}.")
+    if not isinstance(verdicts, dict) or set(verdicts) != set(sizes):
+        raise _Wrong(
+            f"`batch_verdicts` should be a dict with one verdict per batch size {sizes}, e.g. "
+            f"{{2: 'worse', ...}} (one of {', '.join(map(repr, VERDICTS))})."
+        )
+    said = {
+        bs: _check_verdict(
+            verdicts[bs], _paired(results[bs], "BN", "plain"), f"batch_verdicts[{bs}]", MARGIN
+        )
+        for bs in sizes
+    }
     bn_train = _mean(_final(results[truth], "BN", "train_loss"))
     return (
         f"BN minus plain by batch size: {shown}. At batch size {truth} BN is worst; its final "
-        f"training loss there is {bn_train:.3f} (ln 2 = 0.693 is guessing)."
+        f"training loss there is {bn_train:.3f} (ln 2 = 0.693 is guessing). Verdicts (margin "
+        f"{MARGIN:g}): {', '.join(f'{bs}: {verdicts[bs]}' for bs in sizes)}. At batch size "
+        f"{sizes[-1]}: {said[sizes[-1]]}."
     )
 
 
@@ -128,17 +151,17 @@ def check_batch_size(results, bn_minus_plain, worst):
 
 
 @_check("9")
-def check_layer_norm(results, acc, better_at_2, more_sensitive):
+def check_layer_norm(results, acc, verdict_at_2, more_sensitive):
     """Exercise 9. ``results``: ``{batch size: sweep.run(...)}`` of ``{"BN": norm batch, "LN":
     norm layer}`` for batch sizes including 2 and 64 (same seeds, lr, epochs); ``acc``:
-    ``{(model, batch size): mean final validation accuracy}``; ``better_at_2``: "BN" or "LN";
-    ``more_sensitive``: the model whose mean accuracy changes more across the batch sizes
-    (largest minus smallest)."""
+    ``{(model, batch size): mean final validation accuracy}``; ``verdict_at_2``:
+    ``paired(LN, BN).verdict(margin=0.02)`` at batch size 2; ``more_sensitive``: the model whose
+    mean accuracy changes more across the batch sizes (largest minus smallest)."""
     _missing(
         {
             "ln_results": results,
             "ln_acc": acc,
-            "better_at_2": better_at_2,
+            "ln_verdict_2": verdict_at_2,
             "more_sensitive": more_sensitive,
         },
         "Train BN and LN at each batch size, fill in the table and answer the two questions.",
@@ -158,13 +181,7 @@ def check_layer_norm(results, acc, better_at_2, more_sensitive):
             )
         ],
     )
-    _choice(better_at_2, ["BN", "LN"], "better_at_2")
-    truth = "LN" if expected["LN", 2] > expected["BN", 2] else "BN"
-    if better_at_2 != truth:
-        raise _Wrong(
-            f"At batch size 2 your numbers are BN {expected['BN', 2]:.3f}, LN "
-            f"{expected['LN', 2]:.3f}: {truth} is better."
-        )
+    said = _check_verdict(verdict_at_2, _paired(results[2], "LN", "BN"), "ln_verdict_2", MARGIN)
     _choice(more_sensitive, ["BN", "LN"], "more_sensitive")
     ranges = {
         m: max(expected[m, bs] for bs in sizes) - min(expected[m, bs] for bs in sizes)
@@ -179,4 +196,7 @@ def check_layer_norm(results, acc, better_at_2, more_sensitive):
     shown = ", ".join(
         f"{bs}: BN {expected['BN', bs]:.3f} / LN {expected['LN', bs]:.3f}" for bs in sizes
     )
-    return f"{shown}. LayerNorm's statistics are per sample, so the batch size does not enter them."
+    return (
+        f"{shown}. At batch size 2: {said}. LayerNorm's statistics are per sample, so the "
+        f"batch size does not enter them."
+    )

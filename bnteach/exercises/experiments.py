@@ -1,5 +1,8 @@
 """Checks of training experiments that compare models over seeds: larger learning rates (1),
-a deeper network (2), sigmoid and tanh (3) and BN after the activation (5)."""
+a deeper network (2), sigmoid and tanh (3) and BN after the activation (5). A verdict the
+learner gives ("better", "worse", "equivalent", "unresolved") is what
+:meth:`bnteach.stats.Paired.verdict` says about the learner's own runs, with the margin the
+exercise states; :func:`_check_verdict` is shared with the other experiment checks."""
 
 from bnteach import sweep
 from bnteach.exercises._common import (
@@ -9,9 +12,15 @@ from bnteach.exercises._common import (
     _mean,
     _result,
     _spread,
-    _verdict_check,
 )
 from bnteach.exercises.feedback import _check, _choice, _missing, _number, _same, _Wrong
+from bnteach.stats import paired
+
+# The margin the exercises state: a difference of at most 0.02 in accuracy (4 of the 200
+# validation samples) is "no practical difference".
+MARGIN = 0.02
+VERDICTS = ("better", "worse", "equivalent", "unresolved")
+_OPPOSITE = {"better": "worse", "worse": "better"}
 
 # ============================================================================ helpers
 
@@ -47,6 +56,49 @@ def _check_models_dict(models, name, names):
     return {n: _spec(kw, n) for n, kw in models.items()}
 
 
+def _paired(result, a, b, lr=None):
+    """The paired comparison of ``a`` with ``b`` over ``result``'s seeds (final val accuracy)."""
+    return paired(_final(result, a, lr=lr), _final(result, b, lr=lr), names=(a, b))
+
+
+def _check_verdict(verdict, p, name, margin=MARGIN):
+    """``verdict`` must be ``p.verdict(margin)``; explain the usual misreadings of an interval.
+    Returns the verdict's statement (words and numbers)."""
+    _choice(verdict, list(VERDICTS), name)
+    truth = p.verdict(margin)
+    a, b = p.names
+    said = p.statement(margin)
+    if verdict == truth:
+        return said
+    if verdict == _OPPOSITE.get(truth):
+        why = f"the verdict is from {a}'s side: paired({a} values, {b} values)"
+    elif verdict == "equivalent" and truth in ("better", "worse"):
+        why = (
+            "the interval excludes 0: the difference is real even where it is small (a "
+            "difference inside the margin is still reported as better or worse)"
+        )
+    elif verdict == "equivalent":
+        why = (
+            f"'equivalent' needs the whole interval inside +/-{margin:g}; here it reaches "
+            f"outside, so more seeds would be needed to say 'no practical difference'"
+        )
+    elif verdict in ("better", "worse") and truth in ("equivalent", "unresolved"):
+        why = (
+            "the interval includes 0: a higher mean alone, or winning on most seeds, does not "
+            "show a difference"
+        )
+    else:
+        why = (
+            "the interval excludes 0"
+            if truth in ("better", "worse")
+            else f"the interval lies inside +/-{margin:g}"
+        )
+    raise _Wrong(
+        f"`{name}` is {verdict!r}, but your own runs give {truth!r} with the margin {margin:g} "
+        f"({why}). {said}."
+    )
+
+
 # ============================================================================ 1 learning rate
 
 
@@ -60,13 +112,14 @@ def _acc_table(result, keys, metric="val_acc", pick=None):
 
 
 @_check("1")
-def check_learning_rate(result, final_acc, copes):
+def check_learning_rate(result, final_acc, verdict):
     """Exercise 1. ``result``: ``sweep.run`` of the default pair at lrs 0.01, 0.1, 1.0 with at
     least 3 seeds; ``final_acc``: ``{(model, lr): mean over seeds of the final validation
-    accuracy}``; ``copes``: "plain" or "BN", the model with the higher mean at lr 1.0."""
+    accuracy}``; ``verdict``: ``paired(BN, plain).verdict(margin=0.02)`` at lr 1.0 ("better",
+    "worse", "equivalent" or "unresolved", from BN's side)."""
     _missing(
-        {"lr_result": result, "final_acc": final_acc, "copes": copes},
-        "Fill in the table from `lr_result` and give your conclusion.",
+        {"lr_result": result, "final_acc": final_acc, "lr1_verdict": verdict},
+        "Fill in the table from `lr_result` and give your verdict.",
     )
     _result(result, "lr_result")
     if set(result.models) != {"plain", "BN"}:
@@ -109,19 +162,12 @@ def check_learning_rate(result, final_acc, copes):
         f"mean over {n} seeds of the final validation accuracy",
         alternatives,
     )
-    _choice(copes, ["plain", "BN"], "copes")
+    said = _check_verdict(verdict, _paired(result, "BN", "plain", lr=1.0), "lr1_verdict")
     plain, bn = _final(result, "plain", lr=1.0), _final(result, "BN", lr=1.0)
-    truth = "BN" if _mean(bn) > _mean(plain) else "plain"
-    if copes != truth:
-        raise _Wrong(
-            f"Your own numbers say otherwise: at lr 1.0 the plain net reaches {_spread(plain)} "
-            f"and the BN net {_spread(bn)} over {n} seeds. Which one copes?"
-        )
-    wins = sum(b > p for b, p in zip(bn, plain))
     return (
-        f"At lr 1.0 the plain net reaches {_spread(plain)}, the BN net {_spread(bn)}; "
-        f"BN is ahead on {wins} of {n} seeds. At lr 0.01 they were "
-        f"{expected[('plain', 0.01)]:.3f} and {expected[('BN', 0.01)]:.3f}."
+        f"At lr 1.0 the plain net reaches {_spread(plain)}, the BN net {_spread(bn)}: {said}. "
+        f"At lr 0.01 they were {expected[('plain', 0.01)]:.3f} and "
+        f"{expected[('BN', 0.01)]:.3f}."
     )
 
 
@@ -254,8 +300,9 @@ def check_activation(result, gaps, helps_most):
 @_check("5")
 def check_placement(models, result, verdict):
     """Exercise 5. ``models``: ``{"before": ..., "after": ...}``, BN nets differing only in
-    ``placement``; ``result``: ``sweep.run`` with them (3+ seeds); ``verdict``: "before",
-    "after" (wins on every seed and learning rate) or "no clear winner"."""
+    ``placement``; ``result``: ``sweep.run`` with them (3+ seeds, one learning rate);
+    ``verdict``: ``paired(before, after).verdict(margin=0.02)`` of the final validation
+    accuracies."""
     _missing(
         {"placement_models": models, "placement_result": result, "placement_verdict": verdict},
         "Define the two models, train them and give your verdict.",
@@ -274,6 +321,16 @@ def check_placement(models, result, verdict):
         raise _Wrong(f"The two models also differ in {sorted(other)}: only `placement` may differ.")
     _result(result, "placement_result")
     _require_models(result, models, "placement_result")
-    truth, pairs = _verdict_check(verdict, result, "before", "after", "placement_verdict")
+    _one_lr(result, "placement_result")
+    said = _check_verdict(verdict, _paired(result, "before", "after"), "placement_verdict")
     means = ", ".join(f"{m} {_mean(_final(result, m)):.3f}" for m in ("before", "after"))
-    return f"Mean final validation accuracy: {means}; seed by seed {', '.join(pairs)}: {truth}."
+    return f"Mean final validation accuracy: {means}; {said}."
+
+
+def _one_lr(result, name):
+    """A paired comparison over seeds needs one learning rate."""
+    if len(result.lrs) != 1:
+        raise _Wrong(
+            f"`{name}` was trained at the learning rates {list(result.lrs)}: train at one "
+            f"learning rate (0.01), so the comparison pairs seeds, not settings."
+        )

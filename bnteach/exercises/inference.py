@@ -19,13 +19,20 @@ from bnteach.exercises.feedback import (
     _Wrong,
 )
 from bnteach.models import MLP
+from bnteach.stats import seeds
 
 # ============================================================================ 10 fold, freeze
 
 
-def _trained_bn_model(bias=True, seed=0):
+def _input_seed(k):
+    """The k-th seed of the check's own test inputs: ``offset + k`` (``bnteach.stats.seeds``)."""
+    return seeds(1, start=k)[0]
+
+
+def _trained_bn_model(bias=True, seed=None):
     """A small BN net (20 -> 16 -> 8 -> 1) in eval mode, with non-trivial BN parameters and
     running statistics (from batches unlike the training data), one nearly constant feature."""
+    seed = _input_seed(0) if seed is None else seed
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -112,7 +119,7 @@ def check_fold(fold_bn):
     return a new network without BN layers that computes what ``model.eval()`` computes; the
     model itself must stay unchanged."""
     _missing({"fold_bn": fold_bn}, "Write the function.")
-    x = torch.randn(64, 20, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(64, 20, generator=torch.Generator().manual_seed(_input_seed(5)))
     for bias in (True, False):
         model = _trained_bn_model(bias=bias)
         before = copy.deepcopy(model.state_dict())
@@ -241,7 +248,7 @@ def check_freeze(freeze_bn):
         raise _NotAttempted("`freeze_bn` returns None and changes nothing yet.")
     eval_after_call = [not b.training for b in bns]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(_input_seed(7))
     model.eval()  # a training loop switches between the two modes
     evals = [not m.training for m in model.network if isinstance(m, nn.Linear)]
     model.train()
