@@ -5,10 +5,10 @@ exercise 10b's worked solution (its ``freeze_bn``, read from the solutions noteb
 import ast
 import io
 import json
-import pickle
+import sys
+import types
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -20,17 +20,23 @@ SOLUTIONS = ROOT / "notebooks" / "05_exercises_solutions.ipynb"
 
 
 def solution_freeze_bn():
-    """The ``freeze_bn`` function of exercise 10b's solution, defined from the notebook's text."""
+    """The ``freeze_bn`` function of exercise 10b's solution, defined from the notebook's text.
+
+    Every top-level function of its cell is defined in one module registered in
+    ``sys.modules``, as a notebook's cells live in ``__main__``: pickle can then find a helper
+    such as ``stay_in_eval`` by name, exactly as it can in the learner's kernel.
+    """
     nb = json.loads(SOLUTIONS.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] != "code" or "def freeze_bn" not in text:
             continue
-        for node in ast.parse(text).body:
-            if isinstance(node, ast.FunctionDef) and node.name == "freeze_bn":
-                namespace = {"torch": torch, "nn": nn}
-                exec(compile(ast.Module([node], []), str(SOLUTIONS), "exec"), namespace)
-                return namespace["freeze_bn"]
+        functions = [node for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)]
+        module = types.ModuleType("exercise_10b_solution")
+        module.torch, module.nn = torch, nn
+        sys.modules[module.__name__] = module
+        exec(compile(ast.Module(functions, []), str(SOLUTIONS), "exec"), module.__dict__)
+        return module.freeze_bn
     raise AssertionError("no `def freeze_bn` in the solutions notebook")
 
 
@@ -79,14 +85,6 @@ def test_solution_freeze_bn_works_before_pickling():
     assert_still_frozen(frozen_model(solution_freeze_bn()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, pickle.PicklingError),
-    reason="exercise 10b's solution wraps a function defined inside freeze_bn "
-    "(functools.partial(stay_in_eval, m)); pickle stores functions by qualified name and "
-    "cannot find freeze_bn.<locals>.stay_in_eval, so torch.save(model) fails. Fix: define "
-    "stay_in_eval at module level (as bnteach.batchnorm._frozen_train is), then drop this mark.",
-)
 def test_solution_freeze_bn_pickles():
     model = frozen_model(solution_freeze_bn())
     assert_still_frozen(round_trip(model))
