@@ -260,25 +260,25 @@ CASES = [
     # 8: the learner's function called with the documented signature
     (
         "8 one parameter too few",
-        lambda: check_scale_invariance(lambda model: model, None, None, None),
+        lambda: check_scale_invariance(lambda model: model, None, None, None, None),
         WRONG,
         "scale_hidden_layers(<MLP>, 3.0)",
     ),
     (
         "8 raises",
-        lambda: check_scale_invariance(lambda m, a: m.nothing, None, None, None),
+        lambda: check_scale_invariance(lambda m, a: m.nothing, None, None, None, None),
         WRONG,
         "Calling `scale_hidden_layers` raised AttributeError",
     ),
     (
         "8 raises, says the line",
-        lambda: check_scale_invariance(lambda m, a: m.nothing, None, None, None),
+        lambda: check_scale_invariance(lambda m, a: m.nothing, None, None, None, None),
         WRONG,
         "(in a lambda, line",
     ),
     (
         "8 grad_ratio entry None",
-        lambda: check_scale_invariance(scale, {10: None, 100: 0.01}, {}, "batch"),
+        lambda: check_scale_invariance(scale, {10: None, 100: 0.01}, {}, {}, "better"),
         WRONG,
         "is still None",
     ),
