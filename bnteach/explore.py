@@ -64,19 +64,21 @@ def _layer_check(batch_size, momentum, steps, training):
         )
 
 
-def layer_batches(batch_size, steps, seed=0):
+def layer_batches(batch_size, steps, seed=None):
     """The explorer's stream of synthetic batches: float64 tensor (steps + 1, N, C).
+
+    ``seed=None`` takes the first of ``bnteach.stats.seeds(1)`` (BNTEACH_SEED_OFFSET shifts it).
 
     N = batch_size, C = LAYER_FEATURES. Every sample is drawn independently from a normal
     distribution with mean LAYER_POP_MEAN and standard deviation LAYER_POP_STD (per feature).
     Batches 0 .. steps-1 are the training steps; the last one is the batch on display.
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(default_seeds(1)[0] if seed is None else seed)
     z = torch.randn(steps + 1, batch_size, LAYER_FEATURES, generator=g, dtype=torch.float64)
     return z * LAYER_POP_STD + LAYER_POP_MEAN
 
 
-def layer_state(batch_size=16, momentum=0.1, shift=0.0, training=True, steps=0, seed=0):
+def layer_state(batch_size=16, momentum=0.1, shift=0.0, training=True, steps=0, seed=None):
     """What a fresh ``nn.BatchNorm1d(C, momentum=momentum)`` holds and outputs; a dict.
 
     The layer first sees ``steps`` training batches (train mode, running statistics updated).
@@ -98,6 +100,7 @@ def layer_state(batch_size=16, momentum=0.1, shift=0.0, training=True, steps=0, 
     Raises ValueError for a batch of one in training (with a message saying why and what to do).
     """
     _layer_check(batch_size, momentum, steps, training)
+    seed = default_seeds(1)[0] if seed is None else seed
     batches = layer_batches(batch_size, steps, seed)
     layer = nn.BatchNorm1d(LAYER_FEATURES, momentum=float(momentum), dtype=torch.float64)
     means, variances = [layer.running_mean.clone()], [layer.running_var.clone()]

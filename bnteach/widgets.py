@@ -25,7 +25,7 @@ import time
 
 import ipywidgets as widgets
 
-from bnteach import explore
+from bnteach import explore, stats
 from bnteach.plots import FIG_DPI, FIG_WIDTH, plot_layer_state
 
 STYLE = {"description_width": "110px"}
@@ -320,7 +320,9 @@ class LayerExplorer(Explorer):
     ``layer_image`` (PNG), ``layer_note`` (HTML); ``message`` shows impossible settings.
     """
 
-    def __init__(self, batch_size=16, momentum=0.1, shift=0.0, training=True, seed=0, debounce=0):
+    def __init__(
+        self, batch_size=16, momentum=0.1, shift=0.0, training=True, seed=None, debounce=0
+    ):
         call = "bnteach.explore.layer_state(...)"
         check_within("batch_size", batch_size, 1, 64, call)
         check_within("momentum", momentum, 0.0, 1.0, call)
@@ -351,7 +353,7 @@ class LayerExplorer(Explorer):
         self.layer_reset = widgets.Button(description="reset (fresh layer)")
         self.layer_image = _image()
         self.layer_note = widgets.HTML()
-        self.layer_seed = seed
+        self.layer_seed = stats.seeds(1)[0] if seed is None else seed
         rows = [
             widgets.HBox([self.layer_batch_size, self.layer_momentum]),
             widgets.HBox([self.layer_shift, self.layer_mode]),
@@ -394,7 +396,7 @@ class LayerExplorer(Explorer):
         self.refresh()
 
 
-def layer_explorer(batch_size=16, momentum=0.1, shift=0.0, training=True, seed=0):
+def layer_explorer(batch_size=16, momentum=0.1, shift=0.0, training=True, seed=None):
     """Build the "inside the layer" explorer (a ``LayerExplorer``, an ipywidgets VBox)."""
     return LayerExplorer(batch_size, momentum, shift, training, seed)
 
