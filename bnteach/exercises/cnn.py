@@ -14,7 +14,6 @@ check. These exercises have their own :func:`progress` table (notebook 05's is u
 """
 
 import functools
-import html
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,7 @@ from bnteach.exercises.feedback import (
     CORRECT,
     WRONG,
     Feedback,
+    Progress,
     _call,
     _internal_error,
     _missing,
@@ -80,40 +80,9 @@ def _is_call_mismatch(err, fn):
     return text.startswith(f"{fn.__name__}()") and "argument" in text
 
 
-class Progress:
-    """The latest feedback per exercise of notebook 07."""
-
-    def __init__(self, results):
-        self.results = dict(results)
-
-    def status(self, exercise):
-        fb = self.results.get(exercise)
-        return "not checked" if fb is None else fb.status
-
-    @property
-    def all_correct(self):
-        return all(self.status(k) == CORRECT for k in EXERCISES)
-
-    def __repr__(self):
-        done = sum(self.status(k) == CORRECT for k in EXERCISES)
-        lines = [f"{done} of {len(EXERCISES)} exercises correct"]
-        return "\n".join(lines + [f"  {EXERCISES[k]}: {self.status(k)}" for k in EXERCISES])
-
-    def _repr_html_(self):
-        rows = "".join(
-            f"<tr><td>{html.escape(EXERCISES[k])}</td><td>{self.status(k)}</td></tr>"
-            for k in EXERCISES
-        )
-        done = sum(self.status(k) == CORRECT for k in EXERCISES)
-        return (
-            f"<b>{done} of {len(EXERCISES)} exercises correct</b>"
-            f"<table><tr><th>exercise</th><th>status</th></tr>{rows}</table>"
-        )
-
-
 def progress():
     """A :class:`Progress` table of the latest feedback of every exercise of notebook 07."""
-    return Progress(_RESULTS)
+    return Progress(_RESULTS, EXERCISES)
 
 
 def reset():

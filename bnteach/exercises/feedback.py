@@ -96,36 +96,40 @@ _RESULTS = {}
 
 
 class Progress:
-    """The latest feedback per exercise: a table in a notebook, lines of text elsewhere."""
+    """The latest feedback per exercise: a table in a notebook, lines of text elsewhere.
 
-    def __init__(self, results):
+    ``exercises``: key -> title of the exercises to list (default: notebook 05's).
+    """
+
+    def __init__(self, results, exercises=None):
         self.results = dict(results)
+        self.exercises = EXERCISES if exercises is None else dict(exercises)
 
     @property
     def all_correct(self):
-        return all(k in self.results and self.results[k].correct for k in EXERCISES)
+        return all(k in self.results and self.results[k].correct for k in self.exercises)
 
     def status(self, exercise):
         fb = self.results.get(exercise)
         return "not checked" if fb is None else fb.status
 
     def __repr__(self):
-        done = sum(self.status(k) == CORRECT for k in EXERCISES)
-        lines = [f"{done} of {len(EXERCISES)} exercises correct"]
-        lines += [f"  {EXERCISES[k]}: {self.status(k)}" for k in EXERCISES]
+        done = sum(self.status(k) == CORRECT for k in self.exercises)
+        lines = [f"{done} of {len(self.exercises)} exercises correct"]
+        lines += [f"  {self.exercises[k]}: {self.status(k)}" for k in self.exercises]
         return "\n".join(lines)
 
     def _repr_html_(self):
         colors = {CORRECT: "#2e7d32", WRONG: "#c62828"}
         rows = "".join(
-            f"<tr><td>{html.escape(EXERCISES[k])}</td>"
+            f"<tr><td>{html.escape(self.exercises[k])}</td>"
             f'<td style="color: {colors.get(self.status(k), "#757575")}">'
             f"{self.status(k)}</td></tr>"
-            for k in EXERCISES
+            for k in self.exercises
         )
-        done = sum(self.status(k) == CORRECT for k in EXERCISES)
+        done = sum(self.status(k) == CORRECT for k in self.exercises)
         return (
-            f"<b>{done} of {len(EXERCISES)} exercises correct</b>"
+            f"<b>{done} of {len(self.exercises)} exercises correct</b>"
             f"<table><tr><th>exercise</th><th>status</th></tr>{rows}</table>"
         )
 
