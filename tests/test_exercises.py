@@ -300,8 +300,8 @@ def test_batch_size(batch_results):
     swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
     wrong(
         check_batch_size(swapped, diff, worst, verdicts, show=False),
-        "`batch_results[4]` was not trained with batch_size=4",
-        "matches batch_size=64",
+        "`batch_results[4]` was trained with batch_size=64",
+        "filed under 4",
     )
     fewer = {b: r for b, r in batch_results.items() if b != 2}
     wrong(check_batch_size(fewer, diff, worst, verdicts, show=False), "lacks the batch size(s) [2]")
@@ -309,29 +309,27 @@ def test_batch_size(batch_results):
     wrong(check_batch_size(longer, diff, worst, verdicts, show=False), "compare like with like")
 
 
-def test_batch_size_tolerates_gpu_rounding_but_not_a_wrong_size(batch_results, monkeypatch):
-    """Off the CPU a rerun is close, not equal: the nearest batch size within 5% identifies
-    the run; on the CPU only an (almost) exact match counts."""
-    from bnteach.exercises import batch_size as module
-
+def test_batch_size_reads_the_recorded_batch_size_without_retraining(batch_results, monkeypatch):
+    """The check reads the batch size each SweepResult records: it never retrains (so no
+    device-dependent tolerance), and a run stopped early by a callback is named as such."""
     diff = {bs: mean_acc(r, "BN") - mean_acc(r, "plain") for bs, r in batch_results.items()}
     worst = min(diff, key=diff.get)
     verdicts = batch_verdicts(batch_results)
 
-    def fake_gap(result, bs, model):  # as if each run were 1% off its own batch size
-        filed = next(b for b, r in batch_results.items() if r is result)
-        return 0.01 if bs == filed else 0.3
+    def no_training(*args, **kwargs):
+        raise AssertionError("the check retrained")
 
-    monkeypatch.setattr(module, "_trained_with_batch", fake_gap)
-    wrong(
-        check_batch_size(batch_results, diff, worst, verdicts, show=False),
-        "does not match a fresh run",
-    )
-    for r in batch_results.values():
+    monkeypatch.setattr(sweep, "run", no_training)
+    correct(check_batch_size(batch_results, diff, worst, verdicts, show=False))
+    for r in batch_results.values():  # as if trained on a GPU: the facts, not the rounding
         monkeypatch.setattr(r, "device", torch.device("cuda"), raising=False)
     correct(check_batch_size(batch_results, diff, worst, verdicts, show=False))
-    swapped = {**batch_results, 4: batch_results[64], 64: batch_results[4]}
-    wrong(check_batch_size(swapped, diff, worst, verdicts, show=False), "matches batch_size=64")
+    stopped = copy.copy(batch_results[4])
+    stopped.epochs_run = stopped.epochs - 1
+    wrong(
+        check_batch_size({**batch_results, 4: stopped}, diff, worst, verdicts, show=False),
+        "`batch_results[4]` stopped after",
+    )
 
 
 # ------------------------------------------------------------------------------ 5
@@ -593,6 +591,10 @@ def test_norm_variants(variant_runs):
     stable = ["BN", "variance-only"]
     fb = correct(check_norm_variants(mean_only, variance_only, losses, stable, show=False))
     assert "mean-only's output by" in fb.message and f"re-run of seed {SEEDS[0]}" in fb.message
+    assert "agree exactly" in fb.message
+    nudged = {**losses, "BN": [losses["BN"][0] * (1 + 1e-3)] + losses["BN"][1:]}
+    fb = correct(check_norm_variants(mean_only, variance_only, nudged, stable, show=False))
+    assert "not bitwise" in fb.message and "cannot prove" in fb.message
     nan_losses = {**losses, "variance-only": [losses["variance-only"][0], float("nan"), 0.2]}
     correct(check_norm_variants(mean_only, variance_only, nan_losses, ["BN"], show=False))
     fb = not_attempted(check_norm_variants(mean_only, variance_only, None, None, show=False))
@@ -817,7 +819,10 @@ def test_scale_invariance_checks_the_weight_change(init_runs):
     wrong(check({1: change[1] * w0, 100: change[100]}), "absolute change")
     # another seed's BN net
     wrong(check(changes(init_runs, 1)), f"that is seed {SEEDS[1]}'s BN net")
-    correct(check({1: change[1] * (1 + 1e-3), 100: change[100]}))  # another device's rounding
+    fb = correct(check({1: change[1] * (1 + 1e-3), 100: change[100]}))  # another device
+    assert "weight_change[1] not bitwise" in fb.message
+    fb = correct(check(change))
+    assert "agree exactly" in fb.message
 
 
 def test_scale_invariance_ties_the_accuracies_to_real_runs(init_runs):
@@ -833,7 +838,8 @@ def test_scale_invariance_ties_the_accuracies_to_real_runs(init_runs):
     assert f"{accs['none', 100][0]:.3f}" in fb.message
     # rounding differences (another device) are fine
     nudged = {**accs, ("none", 100): [accs["none", 100][0] + 0.001] + accs["none", 100][1:]}
-    correct(check(nudged))
+    fb = correct(check(nudged))
+    assert "init_acc[('none', 100)] not bitwise" in fb.message  # says it cannot prove the seed
     unscaled = {**accs, ("none", 100): accs["none", 1]}
     wrong(check(unscaled), "without scaling", "scale_hidden_layers(model, a)")
     losses = final(init_runs, "val_loss")
@@ -874,7 +880,7 @@ def test_layer_norm():
     losses = {(m, bs): mean_acc(r, m, metric="val_loss") for bs, r in results.items() for m in LN}
     wrong(check_layer_norm(results, losses, better, sensitive, show=False), "validation losses")
     swapped = {2: results[64], 64: results[2]}
-    wrong(check_layer_norm(swapped, acc, better, sensitive, show=False), "matches batch_size=64")
+    wrong(check_layer_norm(swapped, acc, better, sensitive, show=False), "was trained with batch_size=64")
 
 
 # ------------------------------------------------------------------------------ 10a

@@ -220,11 +220,19 @@ def check_depth(models, result, gap, gap_grows):
         )
     if not isinstance(gap_grows, bool):
         raise _Wrong(f"`gap_grows` should be True or False, got {gap_grows!r}.")
-    shallow_run = sweep.run(seeds=result.seeds, lrs=[0.1], epochs=result.epochs)
+    # The baseline is not part of the learner's result: train it with the facts the result
+    # records (seeds, epochs, batch size, device), so the two gaps differ only in depth.
+    shallow_run = sweep.run(
+        seeds=result.seeds,
+        lrs=[0.1],
+        epochs=result.epochs,
+        batch_size=result.batch_size,
+        device=result.device,
+    )
     shallow = _mean(_final(shallow_run, "BN")) - _mean(_final(shallow_run, "plain"))
     if gap_grows != (deep > shallow):
         raise _Wrong(
-            f"With the same seeds and epochs the tutorial's 2-layer nets give a gap of "
+            f"With the same seeds, epochs and batch size the tutorial's 2-layer nets give a gap of "
             f"{shallow:+.3f} at lr 0.1 (just computed), your 6-layer nets {deep:+.3f}. "
             f"So `gap_grows` should be {deep > shallow}."
         )
