@@ -48,6 +48,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from bnteach import checks
+
 __all__ = [
     "batch_norm",
     "BatchNorm1d",
@@ -481,6 +483,7 @@ _BN_TYPES = (_BatchNorm, _BatchNormBase)
 
 def bn_layers(model):
     """List of the batch-norm modules in model (torch's BatchNorm*d and ours), in order."""
+    _check_model(model, "bn_layers")
     return [m for m in model.modules() if isinstance(m, _BN_TYPES)]
 
 
@@ -623,6 +626,12 @@ def recalibrate(model, loader):
     statistics included) and the error says so. Returns model.
     """
     _check_model(model, "recalibrate")
+    checks.loader(
+        loader,
+        "recalibrate's loader",
+        "Pass the training loader, e.g. recalibrate(model, train_loader) with train_loader from "
+        "make_loaders(...).",
+    )
     layers = [m for m in bn_layers(model) if m.running_mean is not None]
     if not layers:
         raise ValueError(

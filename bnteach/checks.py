@@ -26,6 +26,7 @@ __all__ = [
     "loader",
     "MAKE_LOADERS",
     "describe",
+    "device",
 ]
 
 
@@ -197,3 +198,32 @@ def loader(value, name, advice=MAKE_LOADERS):
             f"{name} must be a loader that yields batches (x, y), got {describe(value)}. {advice}"
         )
     return value
+
+
+def device(value, name="device"):
+    """``value`` as a ``torch.device`` that exists on this machine (``None`` is the CPU): a
+    string such as ``"cpu"`` or ``"cuda"``, or a ``torch.device``."""
+    if value is None:
+        return torch.device("cpu")
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a device such as 'cpu' or 'cuda', got {describe(value)}.")
+    try:
+        dev = torch.device(value)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}={value!r} is not a device torch knows: use 'cpu', or 'cuda' for a GPU."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{name}={value!r} asks for a GPU, but CUDA is not available on this machine: "
+                f"use device='cpu' (or leave device out)."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={value!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"numbered from 0."
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r}: MPS is not available here; use device='cpu'.")
+    return dev

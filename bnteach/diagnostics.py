@@ -28,6 +28,7 @@ from torch import nn
 
 from bnteach import checks
 from bnteach.batchnorm import bn_layers
+from bnteach.stats import seeds
 
 __all__ = [
     "load_digits_data",
@@ -475,7 +476,7 @@ def _positive_list(values, name, example):
     return values
 
 
-def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
+def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
     """BN after a Linear layer whose weight is scaled by ``a``: output and gradient, per ``a``.
 
     weight: ``(C, D)``; x: ``(N, D)``; scales: positive numbers. For each ``a`` this computes
@@ -486,7 +487,8 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
     ``{"a", "output_change": max |z(a) - z(1)|, "grad_ratio": ||G(a)|| / ||G(1)||,
     "grad_cos_weight": cos(G(a), W)}``. With ``eps=0``: ``output_change`` is 0 and
     ``grad_ratio`` is ``1 / a`` (up to rounding), and ``G`` is orthogonal to ``W``.
-    Use float64 to see the exact invariance.
+    Use float64 to see the exact invariance. ``seed`` draws ``R``; ``None`` takes the first
+    of ``bnteach.stats.seeds(1)`` (``BNTEACH_SEED_OFFSET`` shifts it).
     """
     checks.tensor(weight, "weight")
     checks.tensor(x, "x")
@@ -506,7 +508,7 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=0):
     checks.finite(x, "x")
     scales = _positive_list(scales, "scales", "[1, 10, 100]")
     eps = checks.positive_number(eps, "eps", example=1e-5, allow_zero=True)
-    seed = checks.whole_number(seed, "seed", example=0)
+    seed = seeds(1)[0] if seed is None else checks.whole_number(seed, "seed", example=0)
     g = torch.Generator().manual_seed(seed)
     R = torch.randn(x.shape[0], weight.shape[0], generator=g, dtype=x.dtype).to(x.device)
 

@@ -24,7 +24,7 @@ import time
 import torch
 from torch import nn
 
-from bnteach import sweep
+from bnteach import checks, sweep
 from bnteach.plots import FIG_DPI, plot_final_by_lr_pair, plot_seed_spread
 from bnteach.stats import seeds as default_seeds
 
@@ -36,8 +36,16 @@ LAYER_POP_STD = torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=torch.float64)
 LAYER_MAX_STEPS = 1000
 
 
-def _layer_check(batch_size, momentum, steps, training):
+def _layer_check(batch_size, momentum, steps, training, shift=0.0, seed=None):
     """Raise ValueError/TypeError with a teaching message for settings the layer rejects."""
+    checks.flag(training, "training")
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not math.isfinite(shift):
+        raise (ValueError if isinstance(shift, numbers.Real) else TypeError)(
+            f"shift (added to sample 0) must be a finite number such as 3.0, got "
+            f"{checks.describe(shift)}."
+        )
+    if seed is not None:
+        checks.whole_number(seed, "seed", minimum=0, example=0)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
         raise TypeError(f"batch_size must be a whole number, got {batch_size!r}.")
     if batch_size < 1:
@@ -73,6 +81,10 @@ def layer_batches(batch_size, steps, seed=None):
     distribution with mean LAYER_POP_MEAN and standard deviation LAYER_POP_STD (per feature).
     Batches 0 .. steps-1 are the training steps; the last one is the batch on display.
     """
+    checks.whole_number(batch_size, "batch_size", minimum=1, example=16)
+    checks.whole_number(steps, "steps", minimum=0, example=10)
+    if seed is not None:
+        checks.whole_number(seed, "seed", minimum=0, example=0)
     g = torch.Generator().manual_seed(default_seeds(1)[0] if seed is None else seed)
     z = torch.randn(steps + 1, batch_size, LAYER_FEATURES, generator=g, dtype=torch.float64)
     return z * LAYER_POP_STD + LAYER_POP_MEAN
@@ -99,7 +111,7 @@ def layer_state(batch_size=16, momentum=0.1, shift=0.0, training=True, steps=0, 
 
     Raises ValueError for a batch of one in training (with a message saying why and what to do).
     """
-    _layer_check(batch_size, momentum, steps, training)
+    _layer_check(batch_size, momentum, steps, training, shift, seed)
     seed = default_seeds(1)[0] if seed is None else seed
     batches = layer_batches(batch_size, steps, seed)
     layer = nn.BatchNorm1d(LAYER_FEATURES, momentum=float(momentum), dtype=torch.float64)
@@ -168,6 +180,9 @@ def layer_note(state):
 def figure_png(fig, dpi=FIG_DPI):
     """PNG bytes of a matplotlib ``Figure``, at the figure's own size: ``width_in * dpi``
     pixels wide (the plots here are 9.6 in at 100 dpi: 960 px, JupyterLab's cell width)."""
+    if not hasattr(fig, "savefig"):
+        raise TypeError(f"figure_png needs a matplotlib Figure, got {checks.describe(fig)}.")
+    dpi = checks.positive_number(dpi, "dpi", example=FIG_DPI)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -269,8 +284,25 @@ def compare_stream(
     return sweep.stream(**_compare_args(lr, epochs, batch_size, n_seeds, depth, activation, device))
 
 
+def _compare_result(result, models=("plain", "BN")):
+    """``result`` if it is a SweepResult holding ``models`` (what the explorers draw)."""
+    if not isinstance(result, sweep.SweepResult):
+        raise TypeError(
+            f"result must be a SweepResult (from compare_run, lrsweep_run or sweep.run), got "
+            f"{checks.describe(result)}."
+        )
+    missing = [m for m in models if m not in result.models]
+    if missing:
+        raise ValueError(
+            f"result has the models {list(result.models)}, but this draws {list(models)}: "
+            f"train it with sweep.run's default models (or compare_run / lrsweep_run)."
+        )
+    return result
+
+
 def compare_caption(result, depth=None, activation=None):
     """Every setting a comparison figure belongs to, as one line of text."""
+    _compare_result(result)
     spec = result.models["BN"]
     depth = len(spec["hidden_sizes"]) if depth is None else depth
     activation = spec["activation"] if activation is None else activation
@@ -284,6 +316,9 @@ def compare_caption(result, depth=None, activation=None):
 
 def epochs_to_reach(history, threshold=COMPARE_LOSS_THRESHOLD):
     """First epoch (1-based) whose validation loss is below ``threshold``, or ``None``."""
+    if not hasattr(history, "val_loss"):
+        raise TypeError(f"history must be a History, got {checks.describe(history)}.")
+    checks.positive_number(threshold, "threshold", example=COMPARE_LOSS_THRESHOLD)
     return next((e for e, v in enumerate(history.val_loss, 1) if v < threshold), None)
 
 
@@ -291,6 +326,8 @@ def compare_summary(result, threshold=COMPARE_LOSS_THRESHOLD):
     """Per model: final validation accuracy (mean, min, max), median epochs until the
     validation loss falls below ``threshold`` (``None`` if most seeds never get there), and
     how many replicas diverged."""
+    _compare_result(result)
+    checks.positive_number(threshold, "threshold", example=COMPARE_LOSS_THRESHOLD)
     out = {}
     for model in result.models:
         hs = result.histories(model=model)
@@ -313,6 +350,7 @@ def compare_summary(result, threshold=COMPARE_LOSS_THRESHOLD):
 def compare_figure(result):
     """Train/validation loss and validation accuracy, mean and spread over seeds; the x axis
     spans all ``result.epochs`` so that a partial result's curves grow into a fixed frame."""
+    _compare_result(result)
     groups = {
         "Without BN": result.histories(model="plain"),
         "With BN": result.histories(model="BN"),
@@ -352,6 +390,16 @@ def compare_html(summary, threshold=COMPARE_LOSS_THRESHOLD):
 def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
     """``points`` learning rates evenly spaced on a log scale from 10**low_exp to 10**high_exp."""
     _check_whole(points, "points", 2)
+    for value, name in ((low_exp, "low_exp"), (high_exp, "high_exp")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"{name} must be a power of 10 such as -3, got {checks.describe(value)}."
+            )
+        if not -30 <= value <= 30:  # also keeps 10 ** value a finite float
+            raise ValueError(
+                f"{name} must be a power of 10 between -30 and 30 (useful learning rates lie "
+                f"between 1e-5 and 10: exponents -5 to 1), got {value!r}."
+            )
     if not low_exp < high_exp:
         raise ValueError(
             f"the lowest learning rate must be below the highest ({low_exp} vs "
@@ -393,6 +441,11 @@ def lrsweep_summary(result, metric):
 
     A diverged replica counts as accuracy 0.5 (guessing) and is left out of losses; an lr whose
     replicas all diverged has the empty list (``plot_final_by_lr`` says so in its legend)."""
+    _compare_result(result)
+    if metric not in ("val_acc", "val_loss", "train_loss"):
+        raise ValueError(
+            f"metric must be one of ['val_acc', 'val_loss', 'train_loss'], got {metric!r}."
+        )
     out = {}
     for model, label in (("plain", "Without BN"), ("BN", "With BN")):
         by_lr = {}
@@ -416,6 +469,7 @@ def lrsweep_figure(result):
 
 
 def lrsweep_caption(result, depth=None):
+    _compare_result(result)
     spec = result.models["BN"]
     depth = len(spec["hidden_sizes"]) if depth is None else depth
     lrs = result.lrs

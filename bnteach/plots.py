@@ -14,6 +14,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bnteach import checks
+
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 FIG_WIDTH, FIG_DPI = 9.6, 100  # 960 px
 STYLE = {
@@ -41,6 +43,8 @@ def styled(draw):
 
 def new_figure(height, width=FIG_WIDTH, layout="constrained"):
     """A ``Figure`` of ``width`` x ``height`` inches at ``FIG_DPI``."""
+    height = checks.positive_number(height, "height (inches)", example=4.5)
+    width = checks.positive_number(width, "width (inches)", example=FIG_WIDTH)
     return Figure(figsize=(width, height), dpi=FIG_DPI, layout=layout)
 
 
@@ -54,6 +58,25 @@ def color(i):
 def _need(mapping, name, what):
     if not hasattr(mapping, "items") or len(mapping) == 0:
         raise ValueError(f"Nothing to draw: {name} is empty (or not a dict); give {what}.")
+
+
+METRICS = ("train_loss", "val_loss", "val_acc")
+
+
+def _history(h, name):
+    """``h`` if it looks like a :class:`bnteach.training.History` (per-epoch lists)."""
+    if not all(hasattr(h, m) for m in (*METRICS, "diverged_at")):
+        raise TypeError(
+            f"{name} must be a History (what train_model returns, or one of "
+            f"SweepResult.histories()), got {checks.describe(h)}."
+        )
+    return h
+
+
+def _metric(metric):
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
+    return metric
 
 
 def _epochs(values):
@@ -84,6 +107,9 @@ def plot_losses(histories, title="Training and validation loss", log_y=False):
     histories: dict name -> ``History``, e.g. ``{"Without BN": h1, "With BN": h2}``.
     """
     _need(histories, "histories", 'a dict name -> History, e.g. {"With BN": history}')
+    for name, h in histories.items():
+        _history(h, f"histories[{name!r}]")
+    checks.flag(log_y, "log_y")
     fig = new_figure(4.6)
     ax = fig.add_subplot()
     for i, (name, h) in enumerate(histories.items()):
@@ -126,8 +152,22 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
     """
     _need(groups, "groups", 'a dict name -> list of History, e.g. {"With BN": [h1, h2]}')
     for name, runs in groups.items():
+        if isinstance(runs, (str, bytes)) or not isinstance(runs, (list, tuple)):
+            raise TypeError(
+                f"groups[{name!r}] must be a list of History (one per seed), got "
+                f"{checks.describe(runs)}."
+            )
         if len(runs) == 0:
             raise ValueError(f"Nothing to draw for group {name!r}: its list of runs is empty.")
+        for k, h in enumerate(runs):
+            _history(h, f"groups[{name!r}][{k}]")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if not isinstance(metrics, (list, tuple)) or not metrics:
+        raise ValueError(f"metrics must be a non-empty list from {list(METRICS)}, got {metrics!r}.")
+    for metric in metrics:
+        _metric(metric)
+    checks.flag(log_y, "log_y")
     labels = {
         "train_loss": "train loss",
         "val_loss": "validation loss",
@@ -167,8 +207,15 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
 def final_by_lr_axes(ax, summary, metric="val_acc"):
     """Draw ``plot_final_by_lr``'s content into ``ax`` (see there)."""
     _need(summary, "summary", "a dict name -> {lr: [final values]}")
+    _metric(metric)
     for name, by_lr in summary.items():
         _need(by_lr, f"summary[{name!r}]", "a dict lr -> list of final values (one per seed)")
+        for lr, vals in by_lr.items():
+            if isinstance(vals, (str, bytes)) or not isinstance(vals, (list, tuple)):
+                raise TypeError(
+                    f"summary[{name!r}][{lr!r}] must be a list of final values (one per seed), "
+                    f"got {checks.describe(vals)}."
+                )
         bad = [lr for lr in by_lr if not (isinstance(lr, (int, float)) and lr > 0)]
         if bad:
             raise ValueError(
@@ -246,6 +293,12 @@ def plot_layer_state(state):
     Bottom right: the outputs of sample 0 (which carries the shift) and sample 1, with and
     without the shift.
     """
+    needed = ("x", "batch_mean", "running_mean", "pop_mean", "running_mean_history")
+    if not isinstance(state, dict) or any(k not in state for k in needed):
+        raise TypeError(
+            f"plot_layer_state draws the dict of bnteach.explore.layer_state(...), got "
+            f"{checks.describe(state)}."
+        )
     s = state
     features = s["x"].shape[1]
     # A fixed layout: constrained layout would cost about half of the rendering time.
@@ -332,6 +385,15 @@ def plot_paired(comparisons, margin=None, xlabel="difference (A - B)", title=Non
             "plot_paired needs a non-empty dict label -> Paired, e.g. "
             "{'lr 0.01': paired(bn_acc, plain_acc)}."
         )
+    for label, p in comparisons.items():
+        if not all(hasattr(p, a) for a in ("diffs", "mean", "low", "high", "n", "confidence")):
+            raise TypeError(
+                f"comparisons[{label!r}] must be a Paired (from bnteach.stats.paired(a, b)), "
+                f"got {checks.describe(p)}."
+            )
+    if margin is not None:
+        margin = checks.positive_number(margin, "margin", example=0.02, allow_zero=True)
+    scale = checks.positive_number(scale, "scale", example=100)
     rows = list(comparisons.items())
     fig = new_figure(1.3 + 0.55 * len(rows))
     ax = fig.add_subplot()

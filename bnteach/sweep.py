@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnteach import checks
 from bnteach.data import load_data
 from bnteach.models import ACTIVATIONS, MLP
 from bnteach.training import History, check_epochs, check_lr
@@ -184,9 +185,15 @@ def normalize_models(models):
         spec = {**_MODEL_DEFAULTS, **kwargs}
         if spec["norm"] is None:
             spec["norm"] = "none"
-        if isinstance(spec["hidden_sizes"], int):
-            spec["hidden_sizes"] = (spec["hidden_sizes"],)
-        spec["hidden_sizes"] = tuple(spec["hidden_sizes"])
+        sizes = spec["hidden_sizes"]
+        if isinstance(sizes, int) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        if not isinstance(sizes, (list, tuple)):  # a string "64" would become ("6", "4")
+            raise TypeError(
+                f"models[{name!r}]: hidden_sizes must be a whole number or a list of them, "
+                f"such as (128, 64), got {checks.describe(sizes)}."
+            )
+        spec["hidden_sizes"] = tuple(sizes)
         try:
             with torch.random.fork_rng(devices=[]):
                 MLP(4, **spec)  # the models module's teaching errors for bad values
@@ -197,21 +204,46 @@ def normalize_models(models):
 
 
 def _check_data(data):
-    if not isinstance(data, (tuple, list)) or len(data) != 4:
-        raise TypeError("data must be the tuple (X_train, X_val, y_train, y_val) of load_data().")
+    """The same contract as :func:`bnteach.training.train_model`'s loaders: float tensors of the
+    models' dtype (float32 by default), targets ``(N, 1)`` of 0s and 1s, no NaN. Nothing is
+    cast silently: a wrong dtype is an error that says how to convert it."""
+    if isinstance(data, torch.Tensor) or not isinstance(data, (tuple, list)) or len(data) != 4:
+        raise TypeError(
+            f"data must be the tuple (X_train, X_val, y_train, y_val) of load_data(), got "
+            f"{checks.describe(data)}."
+        )
     X_train, X_val, y_train, y_val = data
+    dtype = torch.get_default_dtype()
     for X, y, split in ((X_train, y_train, "train"), (X_val, y_val, "val")):
-        if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)):
-            raise TypeError(f"X_{split} and y_{split} must be torch tensors.")
-        if X.dim() != 2 or X.shape[0] == 0:
-            raise ValueError(f"X_{split} must be (samples, features), got {tuple(X.shape)}.")
-        if y.shape != (X.shape[0], 1):
-            raise ValueError(
-                f"y_{split} must have shape ({X.shape[0]}, 1) to match X_{split}, got "
-                f"{tuple(y.shape)}. Reshape with y.reshape(-1, 1)."
+        checks.tensor(X, f"X_{split}", dims=2, floating=False)
+        checks.tensor(y, f"y_{split}", floating=False)
+        if X.shape[0] == 0:
+            raise ValueError(f"X_{split} holds no samples (shape {tuple(X.shape)}).")
+        if X.dtype != dtype:
+            raise TypeError(
+                f"X_{split} has dtype {X.dtype}, but the models are built in {dtype}: convert "
+                f"it with X_{split}.to({dtype}) (X_{split}.float() for float32)."
             )
+        if y.shape != (X.shape[0], 1):
+            got = f"shape {tuple(y.shape)}"
+            if y.dim() == 1:
+                got += ", one number per sample in a 1-D tensor"
+            raise ValueError(
+                f"y_{split} must have shape ({X.shape[0]}, 1), one target per row of X_{split}, "
+                f"got {got}. Reshape with y_{split}.reshape(-1, 1)."
+            )
+        if not y.dtype.is_floating_point:
+            raise TypeError(
+                f"y_{split} has dtype {y.dtype}, but BCEWithLogitsLoss needs float targets: "
+                f"convert it with y_{split}.float()."
+            )
+        checks.finite(X, f"X_{split}")
+        checks.binary_labels(y, f"y_{split}")
     if X_val.shape[1] != X_train.shape[1]:
-        raise ValueError(f"X_train has {X_train.shape[1]} features but X_val has {X_val.shape[1]}.")
+        raise ValueError(
+            f"X_train has {X_train.shape[1]} features (columns) but X_val has {X_val.shape[1]}: "
+            f"the validation data must have the same features. Check how X_val was made."
+        )
 
 
 def _check_batch_size(batch_size, n_train, uses_batchnorm):
@@ -548,8 +580,8 @@ def _prepare(seeds, lrs, epochs, batch_size, models, data, device):
     _check_data(data)
     uses_bn = any(spec["norm"] == "batch" for spec in specs.values())
     _check_batch_size(batch_size, data[0].shape[0], uses_bn)
-    device = torch.device("cpu" if device is None else device)
-    data = tuple(t.to(device=device, dtype=torch.get_default_dtype()) for t in data)
+    device = checks.device(device)
+    data = tuple(t.to(device) for t in data)
     return (specs, seeds, lrs, epochs, batch_size, device), data
 
 

@@ -880,7 +880,10 @@ def test_layer_norm():
     losses = {(m, bs): mean_acc(r, m, metric="val_loss") for bs, r in results.items() for m in LN}
     wrong(check_layer_norm(results, losses, better, sensitive, show=False), "validation losses")
     swapped = {2: results[64], 64: results[2]}
-    wrong(check_layer_norm(swapped, acc, better, sensitive, show=False), "was trained with batch_size=64")
+    wrong(
+        check_layer_norm(swapped, acc, better, sensitive, show=False),
+        "was trained with batch_size=64",
+    )
 
 
 # ------------------------------------------------------------------------------ 10a

@@ -8,6 +8,7 @@ from bnteach.exercises.feedback import _check, _choice, _missing, _Wrong
 
 # ============================================================================ 4 batch size
 
+
 def _check_batch_results(results, name, sizes, models):
     if not isinstance(results, dict) or not all(isinstance(k, int) for k in results):
         raise _Wrong(
