@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnteach import checks
 from bnteach.training import History, check_epochs, check_lr
 
 __all__ = ["NORMS", "SmallCNN", "make_norm", "train_cnn", "train_cnns", "evaluate_cnn"]
@@ -37,6 +38,8 @@ def make_norm(norm, channels, groups=4):
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}.")
+    channels = checks.whole_number(channels, "channels", minimum=1, example=8)
+    groups = checks.whole_number(groups, "groups", minimum=1, example=4)
     if norm == "none":
         return nn.Identity()
     if norm == "batch":
@@ -100,13 +103,23 @@ class SmallCNN(nn.Module):
 # ----------------------------------------------------------------------------- the plain loop
 
 
-def _check_data(data):
+def _check_model(model, what):
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{what} needs a model (an nn.Module such as SmallCNN('batch')), got "
+            f"{checks.describe(model)}."
+        )
+
+
+def _check_data(data, n_classes=10):
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise ValueError(
             "data must be the 4 tensors (X_train, X_val, y_train, y_val) of load_digits_images()."
         )
     X_train, X_val, y_train, y_val = data
     for name, X, y in (("train", X_train, y_train), ("val", X_val, y_val)):
+        checks.tensor(X, f"X_{name}", floating=False)
+        checks.tensor(y, f"y_{name}", floating=False)
         if X.dim() != 4 or tuple(X.shape[1:]) != (1, 8, 8) or not X.is_floating_point():
             raise ValueError(f"X_{name} must be float images (N, 1, 8, 8), got {tuple(X.shape)}.")
         if y.dtype != torch.long or y.shape != (X.shape[0],):
@@ -114,8 +127,12 @@ def _check_data(data):
                 f"y_{name} must be int64 labels of shape ({X.shape[0]},), got {y.dtype} "
                 f"{tuple(y.shape)}."
             )
-        if not torch.isfinite(X).all():
-            raise ValueError(f"X_{name} contains NaN or inf values: fix the data first.")
+        checks.finite(X, f"X_{name}")
+        if y.numel() and (y.min() < 0 or y.max() >= n_classes):
+            raise checks.DataError(
+                f"y_{name} holds labels from {int(y.min())} to {int(y.max())}, but the model has "
+                f"{n_classes} outputs (classes): the labels must be 0 to {n_classes - 1}."
+            )
     return X_train, X_val, y_train, y_val
 
 
@@ -150,6 +167,7 @@ def _batches(order, batch_size, drop_last, dim=0):
 
 def evaluate_cnn(model, X, y):
     """``(mean cross-entropy, accuracy)`` of model on (X, y) in eval mode, without gradients."""
+    _check_model(model, "evaluate_cnn")
     model.eval()
     with torch.no_grad():
         logits = model(X)
@@ -171,10 +189,14 @@ def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64, drop_last=Fal
     batches (sample-weighted mean loss; ``drop_last`` skips a last, smaller batch), then
     ``model.eval()`` on the whole validation set.
     """
+    _check_model(model, "train_cnn")
     check_lr(lr)
     check_epochs(epochs)
-    X_train, X_val, y_train, y_val = _check_data(data)
+    head = getattr(model, "head", None)
+    n_classes = head.out_features if isinstance(head, nn.Linear) else 10
+    X_train, X_val, y_train, y_val = _check_data(data, n_classes)
     _check_batch_size(batch_size, X_train.shape[0], drop_last)
+    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History(lr=lr, epochs=epochs)
     for order in _order(X_train.shape[0], seed, epochs):

@@ -8,6 +8,8 @@ flows back into it. Pure matplotlib (``Figure``, no pyplot state).
 
 from matplotlib.figure import Figure
 
+from bnteach import checks
+
 # name: (x, y position, formula, shape)
 NODES = {
     "x": (0.0, 1.0, "x", "(N, C)"),
@@ -37,6 +39,8 @@ EDGES = [
 def bn_graph_figure(gradients=True, width=11.0):
     """The graph of BN's forward pass; with ``gradients`` the name of each node's gradient
     (d<node>) in red under it. Returns a matplotlib Figure ``width`` inches wide."""
+    checks.flag(gradients, "gradients")
+    width = checks.positive_number(width, "width (inches)", example=9.6)
     fig = Figure(figsize=(width, width * 0.4), layout="constrained")
     ax = fig.add_subplot()
     box = {"boxstyle": "round,pad=0.35", "fc": "#e8f0fe", "ec": "#1a56b0", "lw": 1.2}

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnteach import checks
 from bnteach.data import load_data
 from bnteach.models import MLP
+from bnteach.sweep import check_data
 from bnteach.training import History, check_epochs, check_lr
 
 __all__ = ["GAINS", "init_std", "scale_init_", "train_together"]
@@ -36,6 +38,8 @@ def init_std(fan_in, fan_out, activation):
     """The standard deviation of the standard initialisation of a (fan_out, fan_in) weight."""
     if activation not in GAINS:
         raise ValueError(f"activation must be one of {sorted(GAINS)}, got {activation!r}.")
+    fan_in = checks.whole_number(fan_in, "fan_in (inputs of the layer)", minimum=1, example=20)
+    fan_out = checks.whole_number(fan_out, "fan_out (outputs of the layer)", minimum=1, example=64)
     if GAINS[activation] == "kaiming":
         return math.sqrt(2.0 / fan_in)
     return math.sqrt(2.0 / (fan_in + fan_out))
@@ -197,9 +201,23 @@ def train_together(models, seeds, epochs=25, lr=0.01, batch_size=64, data=None):
     """
     check_lr(lr)
     check_epochs(epochs)
+    if isinstance(models, (nn.Module, str, dict)) or not hasattr(models, "__iter__"):
+        raise TypeError(
+            f"models must be a list of MLPs, e.g. [MLP(norm='batch') for seed in seeds], got "
+            f"{checks.describe(models)}."
+        )
     models = list(models)
     if not models:
         raise ValueError("train_together needs at least one model.")
+    for i, m in enumerate(models):
+        if not isinstance(m, MLP):
+            raise TypeError(
+                f"models[{i}] must be a bnteach.models.MLP (train_together stacks their "
+                f"weights), got {checks.describe(m)}."
+            )
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple, range)):
+        raise TypeError(f"seeds must be a list of whole numbers, got {checks.describe(seeds)}.")
+    seeds = [checks.whole_number(s, "each seed", minimum=0, example=0) for s in seeds]
     if len(seeds) != len(models):
         raise ValueError(f"Give one seed per model: {len(models)} models, {len(seeds)} seeds.")
     signature = _signature(models[0])
@@ -210,7 +228,9 @@ def train_together(models, seeds, epochs=25, lr=0.01, batch_size=64, data=None):
                 f"the weights of one architecture. Call it once per architecture."
             )
     device = next(models[0].parameters()).device
-    X_train, X_val, y_train, y_val = (t.to(device) for t in (data or load_data()))
+    data = load_data() if data is None else data
+    check_data(data)
+    X_train, X_val, y_train, y_val = (t.to(device) for t in data)
     n = X_train.shape[0]
     stack = _Stack(models)
     optimizer = torch.optim.Adam(stack.params, lr=lr)

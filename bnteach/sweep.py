@@ -203,7 +203,7 @@ def normalize_models(models):
     return specs
 
 
-def _check_data(data):
+def check_data(data):
     """The same contract as :func:`bnteach.training.train_model`'s loaders: float tensors of the
     models' dtype (float32 by default), targets ``(N, 1)`` of 0s and 1s, no NaN. Nothing is
     cast silently: a wrong dtype is an error that says how to convert it."""
@@ -577,7 +577,7 @@ def _prepare(seeds, lrs, epochs, batch_size, models, data, device):
     check_epochs(epochs)
     specs = normalize_models(models)
     data = _default_data() if data is None else data
-    _check_data(data)
+    check_data(data)
     uses_bn = any(spec["norm"] == "batch" for spec in specs.values())
     _check_batch_size(batch_size, data[0].shape[0], uses_bn)
     device = checks.device(device)
