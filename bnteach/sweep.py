@@ -646,8 +646,10 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
     models: dict name -> keyword arguments of :class:`bnteach.models.MLP` (``hidden_sizes``,
         ``norm``, ``activation``, ``placement``, ``bias``); default ``{"plain": {"norm":
         "none"}, "BN": {"norm": "batch"}}``, the tutorial's ``SimpleMLP`` and ``MLPWithBN``.
-    data: ``(X_train, X_val, y_train, y_val)``; default ``load_data()`` (cached).
-    device: where to train (default CPU).
+    data: ``(X_train, X_val, y_train, y_val)``; default ``load_data()`` (cached). X: (N, F)
+        and y: (N, 1) float tensors of the default dtype (float32), labels 0/1, no NaN; they
+        are moved to ``device`` but never cast (see :func:`check_data`).
+    device: where to train (default CPU; ``"cuda"`` is checked to exist).
     on_epoch: ``callback(epoch, partial)`` called after each epoch (1-based) with a
         ``SweepResult`` over the epochs done so far, e.g. to draw curves as they grow. If it
         returns ``False`` the run stops there; the result's ``epochs_run`` says how many ran.
