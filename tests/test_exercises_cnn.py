@@ -148,10 +148,10 @@ def test_norm_axes_none_and_wrong_call():
         "not attempted"
     )
     fb = ex.check_norm_axes(RIGHT_AXES, show=False)  # a missing argument is the learner's
-    assert fb.status == "wrong" and "called wrongly" in fb.message
+    assert fb.status == "wrong" and "arguments it does not take" in fb.message
     assert "Internal error" not in fb.message
     fb = ex.check_norm_axes(RIGHT_AXES, choise="group", show=False)
-    assert "called wrongly" in fb.message
+    assert "arguments it does not take" in fb.message
 
 
 def test_fold_conv_right_answers():
@@ -299,3 +299,20 @@ def test_notebook_07_placeholders_read_not_attempted():
     for cell in exercise_cells:
         exec(cell, namespace)
     assert [ex.progress().status(k) for k in ex.EXERCISES] == ["not attempted"] * 3
+
+
+def test_notebooks_07_and_08_share_the_feedback_core():
+    """A learner's own exception, or a wrong keyword, is named as theirs in 07 and 08 too (the
+    checks use feedback._check with their own titles): never an internal error."""
+    from bnteach.exercises import backward
+
+    def broken(*args):
+        raise ZeroDivisionError("oops")
+
+    for check in (ex.check_spatial_bn, backward.check_mean_only_backward):
+        fb = check(broken, show=False)
+        assert fb.status == "wrong" and "raised ZeroDivisionError: oops" in fb.message
+        assert "Internal error" not in fb.message
+        fb = check(broken, colour="red", show=False)
+        assert "arguments it does not take" in fb.message and "colour" in fb.message
+    assert backward.check_variance_term(None, show=False).exercise.startswith("Notebook 08")

@@ -11,19 +11,13 @@ an exception, a NaN, a wrong shape or ``None`` in the learner's answer becomes f
 names it.
 """
 
-import functools
 
 import torch
 
+from bnteach.exercises import feedback
 from bnteach.exercises.feedback import (
-    CORRECT,
-    NOT_ATTEMPTED,
-    WRONG,
-    Feedback,
     _call,
-    _internal_error,
     _NotAttempted,
-    _show,
     _Wrong,
 )
 
@@ -33,32 +27,12 @@ EXERCISES = {
 }
 
 __all__ = ["EXERCISES", "check_mean_only_backward", "check_variance_term"]
+_RESULTS = {}
 
 
 def _check(exercise):
-    """Like ``feedback._check``, with the titles of this notebook's exercises."""
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def check(*args, show=True, **kwargs):
-            try:
-                with torch.random.fork_rng(devices=[]):  # leave the learner's RNG alone
-                    fb = Feedback(CORRECT, fn(*args, **kwargs))
-            except _Wrong as err:
-                fb = Feedback(WRONG, str(err))
-            except _NotAttempted as err:
-                fb = Feedback(NOT_ATTEMPTED, str(err))
-            except Exception as err:  # a bug in the check itself: never crash, never blame
-                fb = Feedback(WRONG, _internal_error(exercise, err))
-            fb = Feedback(fb.status, fb.message, EXERCISES[exercise])
-            if show:
-                _show(fb)
-            return fb
-
-        check.exercise = exercise
-        return check
-
-    return decorate
+    """``feedback._check`` with this notebook's titles and results."""
+    return feedback._check(exercise, titles=EXERCISES, results=_RESULTS)
 
 
 # ============================================================================ inputs, answers

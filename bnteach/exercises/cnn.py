@@ -13,22 +13,17 @@ wrong shape, dtype or ``None`` is feedback; "internal error" is reserved for a b
 check. These exercises have their own :func:`progress` table (notebook 05's is unchanged).
 """
 
-import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnteach.exercises import feedback
 from bnteach.exercises.feedback import (
-    CORRECT,
-    WRONG,
-    Feedback,
     Progress,
     _call,
-    _internal_error,
     _missing,
     _NotAttempted,
-    _show,
     _Wrong,
 )
 
@@ -43,41 +38,8 @@ _RESULTS = {}
 
 
 def _check(exercise):
-    """Like feedback._check, with this notebook's table of exercises and results."""
-
-    def decorate(fn):
-        @functools.wraps(fn)
-        def check(*args, show=True, **kwargs):
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    fb = Feedback(CORRECT, fn(*args, **kwargs))
-            except _Wrong as err:
-                fb = Feedback(WRONG, str(err))
-            except _NotAttempted as err:
-                fb = Feedback("not attempted", str(err))
-            except TypeError as err:
-                if _is_call_mismatch(err, fn):  # the learner passed the wrong arguments
-                    fb = Feedback(WRONG, f"The check was called wrongly: {err}. {fn.__doc__}")
-                else:
-                    fb = Feedback(WRONG, _internal_error(exercise, err))
-            except Exception as err:  # a bug in the check itself
-                fb = Feedback(WRONG, _internal_error(exercise, err))
-            fb = Feedback(fb.status, fb.message, EXERCISES[exercise])
-            _RESULTS[exercise] = fb
-            if show:
-                _show(fb)
-            return fb
-
-        check.exercise = exercise
-        return check
-
-    return decorate
-
-
-def _is_call_mismatch(err, fn):
-    """True for the TypeError Python raises when a check itself gets wrong arguments."""
-    text = str(err)
-    return text.startswith(f"{fn.__name__}()") and "argument" in text
+    """``feedback._check`` with this notebook's titles and results."""
+    return feedback._check(exercise, titles=EXERCISES, results=_RESULTS)
 
 
 def progress():
