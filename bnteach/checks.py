@@ -205,8 +205,12 @@ def device(value, name="device"):
     string such as ``"cpu"`` or ``"cuda"``, or a ``torch.device``."""
     if value is None:
         return torch.device("cpu")
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = f"cuda:{int(value)}"  # as torch reads an int: a GPU index
     if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{name} must be a device such as 'cpu' or 'cuda', got {describe(value)}.")
+        raise TypeError(
+            f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:0', got {describe(value)}."
+        )
     try:
         dev = torch.device(value)
     except RuntimeError:

@@ -374,7 +374,9 @@ def train_cnns(
     """
     check_lr(lr)
     check_epochs(epochs)
-    X_train, X_val, y_train, y_val = _check_data(data)
+    head = getattr(models[0], "head", None) if models else None
+    n_classes = head.out_features if isinstance(head, nn.Linear) else 10
+    X_train, X_val, y_train, y_val = _check_data(data, n_classes)
     _check_batch_size(batch_size, X_train.shape[0], drop_last)
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):

@@ -393,11 +393,12 @@ def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
     for value, name in ((low_exp, "low_exp"), (high_exp, "high_exp")):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(
-                f"{name} must be a power of 10 such as -3, got {checks.describe(value)}."
+                f"{name} must be an exponent such as -3 (the learning rate is 10**{name}), got "
+                f"{checks.describe(value)}."
             )
         if not -30 <= value <= 30:  # also keeps 10 ** value a finite float
             raise ValueError(
-                f"{name} must be a power of 10 between -30 and 30 (useful learning rates lie "
+                f"{name} must be an exponent between -30 and 30 (useful learning rates lie "
                 f"between 1e-5 and 10: exponents -5 to 1), got {value!r}."
             )
     if not low_exp < high_exp:

@@ -229,7 +229,7 @@ def train_together(models, seeds, epochs=25, lr=0.01, batch_size=64, data=None):
             )
     device = next(models[0].parameters()).device
     data = load_data() if data is None else data
-    check_data(data)
+    check_data(data, dtype=next(models[0].parameters()).dtype)
     X_train, X_val, y_train, y_val = (t.to(device) for t in data)
     n = X_train.shape[0]
     stack = _Stack(models)

@@ -14,6 +14,7 @@ the full one: the gradient flows through the batch mean and variance (facts item
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -186,8 +187,8 @@ def normalize_models(models):
         if spec["norm"] is None:
             spec["norm"] = "none"
         sizes = spec["hidden_sizes"]
-        if isinstance(sizes, int) and not isinstance(sizes, bool):
-            sizes = (sizes,)
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = (int(sizes),)
         if not isinstance(sizes, (list, tuple)):  # a string "64" would become ("6", "4")
             raise TypeError(
                 f"models[{name!r}]: hidden_sizes must be a whole number or a list of them, "
@@ -203,17 +204,19 @@ def normalize_models(models):
     return specs
 
 
-def check_data(data):
-    """The same contract as :func:`bnteach.training.train_model`'s loaders: float tensors of the
-    models' dtype (float32 by default), targets ``(N, 1)`` of 0s and 1s, no NaN. Nothing is
-    cast silently: a wrong dtype is an error that says how to convert it."""
+def check_data(data, dtype=None):
+    """The same contract as :func:`bnteach.training.train_model`'s loaders: tensors of the
+    models' dtype (``dtype``; default ``torch.get_default_dtype()``, float32), targets
+    ``(N, 1)`` of 0s and 1s, no NaN. Nothing is cast silently: a wrong dtype is an error that
+    says how to convert it."""
     if isinstance(data, torch.Tensor) or not isinstance(data, (tuple, list)) or len(data) != 4:
         raise TypeError(
             f"data must be the tuple (X_train, X_val, y_train, y_val) of load_data(), got "
             f"{checks.describe(data)}."
         )
     X_train, X_val, y_train, y_val = data
-    dtype = torch.get_default_dtype()
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    convert = "float()" if dtype == torch.float32 else f"to({dtype})"
     for X, y, split in ((X_train, y_train, "train"), (X_val, y_val, "val")):
         checks.tensor(X, f"X_{split}", dims=2, floating=False)
         checks.tensor(y, f"y_{split}", floating=False)
@@ -222,7 +225,7 @@ def check_data(data):
         if X.dtype != dtype:
             raise TypeError(
                 f"X_{split} has dtype {X.dtype}, but the models are built in {dtype}: convert "
-                f"it with X_{split}.to({dtype}) (X_{split}.float() for float32)."
+                f"it with X_{split}.{convert}."
             )
         if y.shape != (X.shape[0], 1):
             got = f"shape {tuple(y.shape)}"
@@ -232,10 +235,11 @@ def check_data(data):
                 f"y_{split} must have shape ({X.shape[0]}, 1), one target per row of X_{split}, "
                 f"got {got}. Reshape with y_{split}.reshape(-1, 1)."
             )
-        if not y.dtype.is_floating_point:
+        if y.dtype != dtype:
+            what = "float targets" if not y.dtype.is_floating_point else f"targets in {dtype}"
             raise TypeError(
-                f"y_{split} has dtype {y.dtype}, but BCEWithLogitsLoss needs float targets: "
-                f"convert it with y_{split}.float()."
+                f"y_{split} has dtype {y.dtype}, but BCEWithLogitsLoss needs {what} (the "
+                f"models' dtype): convert it with y_{split}.{convert}."
             )
         checks.finite(X, f"X_{split}")
         checks.binary_labels(y, f"y_{split}")

@@ -148,3 +148,23 @@ def test_bad_input_gets_a_teaching_error(digits, make, error, phrase):
     with pytest.raises(error) as info:
         make(digits)()
     assert phrase in str(info.value), str(info.value)
+
+
+def test_train_together_takes_data_in_the_models_dtype():
+    """float64 models train on float64 data (the check reads the models' dtype), and the
+    message for a mismatch names the models' dtype."""
+    data = tuple(t.double() for t in load_data(n_samples=100))
+    (history,) = init.train_together([MLP().double()], [0], epochs=1, data=data)
+    assert len(history.train_loss) == 1
+    with pytest.raises(TypeError, match=r"built in torch.float64: convert it with X_train.to"):
+        init.train_together([MLP().double()], [0], epochs=1, data=load_data(n_samples=100))
+
+
+def test_train_cnns_reads_the_class_count_of_the_models_given(digits):
+    X_train, X_val, y_train, y_val = digits
+    models = [cnn.SmallCNN(n_classes=3)]
+    with pytest.raises(checks.DataError, match="3 outputs"):
+        cnn.train_cnns([0], digits, epochs=1, models=models)
+    three = (X_train, X_val, y_train % 3, y_val % 3)
+    (history,) = cnn.train_cnns([0], three, epochs=1, models=models)
+    assert len(history.val_acc) == 1

@@ -125,7 +125,7 @@ CASES = [
     ("lrs: one point", lambda: explore.lrsweep_lrs(points=1), ValueError, "at least 2"),
     ("lrs: nan", lambda: explore.lrsweep_lrs(math.nan), ValueError, "low_exp"),
     ("lrs: lr 1e400", lambda: explore.lrsweep_lrs(-3, 400), ValueError, "between -30 and 30"),
-    ("lrs: a string", lambda: explore.lrsweep_lrs("-3"), TypeError, "power of 10"),
+    ("lrs: a string", lambda: explore.lrsweep_lrs("-3"), TypeError, "exponent such as -3"),
     ("png: a string", lambda: explore.figure_png("x"), TypeError, "matplotlib Figure"),
     ("png: dpi 0", lambda: explore.figure_png(plots.new_figure(2), dpi=0), ValueError, "dpi"),
 ]

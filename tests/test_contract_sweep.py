@@ -81,6 +81,12 @@ CASES = [
         "y_train.float()",
     ),
     (
+        "float64 labels are not cast",
+        lambda d: run(data=(*d[:2], d[2].double(), d[3].double())),
+        TypeError,
+        "y_train.float()",
+    ),
+    (
         "int X",
         lambda d: run(data=(d[0].long(), *d[1:])),
         TypeError,

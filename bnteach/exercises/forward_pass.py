@@ -543,7 +543,7 @@ def _check_variant_losses(losses, fns):
     entry) of every variant with the learner's functions and compare; name the usual mix-ups
     (another seed, accuracy, training loss, learning rate, another variant's numbers). Returns
     ``(seed, {name: re-run History}, names)``, ``names`` the variants whose number matched the
-    re-run only approximately (not bitwise): the success message says so."""
+    re-run only approximately (not to float rounding): the success message says so."""
     told = seeds(VARIANT_SEEDS)[0]
     approximate = []
     runs = {name: _train_variant(fn, told, label) for name, (fn, label) in fns.items()}
@@ -719,12 +719,12 @@ def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable
             f"Your own losses are {shown}. Below 1 on every seed: {sorted(truth) or 'none'}."
         )
     rerun = ", ".join(f"{n} {_fmt_loss(h.val_loss[-1])}" for n, h in runs.items())
-    agree = "agree exactly with"
+    agree = "agree, to float rounding, with"
     if approximate:
         yours = ", ".join(f"{n} {_fmt_loss(losses[n][0])}" for n in approximate)
         agree = (
-            f"agree with (but not bitwise: yours are {yours}, so the check cannot prove they "
-            f"are seed {told}'s; the nearest of the seeds it tried)"
+            f"agree with (but not to float rounding: yours are {yours}, so the check cannot "
+            f"prove they are seed {told}'s; the nearest of the seeds it tried)"
         )
     return (
         f"Both functions match their definitions ({invariances}). Your losses {agree} the "

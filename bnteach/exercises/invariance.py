@@ -498,11 +498,11 @@ def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_cha
     approximate = _check_init_acc(accs, runs, told)
     change, loose = _check_weight_change(weight_change, runs, told)
     approximate += loose
-    agree = "agree exactly with"
+    agree = "agree, to float rounding, with"
     if approximate:
         agree = (
-            f"agree with (but {', '.join(approximate)} not bitwise, so the check cannot prove "
-            f"they are seed {told}'s; they are nearest it of the seeds it tried)"
+            f"agree with (but {', '.join(approximate)} not to float rounding, so the check "
+            f"cannot prove they are seed {told}'s; they are nearest it of the seeds it tried)"
         )
     p = paired(accs["batch", 100], accs["none", 100], names=("BN", "plain"))
     said = _check_verdict(verdict, p, "scale_verdict")
