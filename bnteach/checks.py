@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "whole_number",
     "positive_number",
+    "finite_number",
     "fraction",
     "flag",
     "tensor",
@@ -72,6 +73,16 @@ def positive_number(value, name, example=0.01, allow_zero=False):
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         what = "a finite number >= 0" if allow_zero else "a positive, finite number"
         raise ValueError(f"{name} must be {what} (such as {example}), got {value!r}.")
+    return value
+
+
+def finite_number(value, name, example=1.0):
+    """``value`` as a ``float``: a finite real number of either sign."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number such as {example}, got {describe(value)}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number (such as {example}), got {value!r}.")
     return value
 
 

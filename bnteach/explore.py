@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from bnteach import checks, sweep
-from bnteach.plots import FIG_DPI, plot_final_by_lr_pair, plot_seed_spread
+from bnteach.plots import FIG_DPI, METRICS, plot_final_by_lr_pair, plot_seed_spread
 from bnteach.stats import seeds as default_seeds
 
 # ============================================================================= layer explorer
@@ -39,11 +39,7 @@ LAYER_MAX_STEPS = 1000
 def _layer_check(batch_size, momentum, steps, training, shift=0.0, seed=None):
     """Raise ValueError/TypeError with a teaching message for settings the layer rejects."""
     checks.flag(training, "training")
-    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not math.isfinite(shift):
-        raise (ValueError if isinstance(shift, numbers.Real) else TypeError)(
-            f"shift (added to sample 0) must be a finite number such as 3.0, got "
-            f"{checks.describe(shift)}."
-        )
+    checks.finite_number(shift, "shift (added to sample 0)", example=3.0)
     if seed is not None:
         checks.whole_number(seed, "seed", minimum=0, example=0)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
@@ -391,11 +387,7 @@ def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
     """``points`` learning rates evenly spaced on a log scale from 10**low_exp to 10**high_exp."""
     _check_whole(points, "points", 2)
     for value, name in ((low_exp, "low_exp"), (high_exp, "high_exp")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"{name} must be an exponent such as -3 (the learning rate is 10**{name}), got "
-                f"{checks.describe(value)}."
-            )
+        checks.finite_number(value, f"{name} (the learning rate is 10**{name})", example=-3)
         if not -30 <= value <= 30:  # also keeps 10 ** value a finite float
             raise ValueError(
                 f"{name} must be an exponent between -30 and 30 (useful learning rates lie "
@@ -443,10 +435,8 @@ def lrsweep_summary(result, metric):
     A diverged replica counts as accuracy 0.5 (guessing) and is left out of losses; an lr whose
     replicas all diverged has the empty list (``plot_final_by_lr`` says so in its legend)."""
     _compare_result(result)
-    if metric not in ("val_acc", "val_loss", "train_loss"):
-        raise ValueError(
-            f"metric must be one of ['val_acc', 'val_loss', 'train_loss'], got {metric!r}."
-        )
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}.")
     out = {}
     for model, label in (("plain", "Without BN"), ("BN", "With BN")):
         by_lr = {}

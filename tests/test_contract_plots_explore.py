@@ -89,7 +89,12 @@ CASES = [
     ("layer: momentum 2", lambda: explore.layer_state(momentum=2), ValueError, "[0, 1]"),
     ("layer: momentum nan", lambda: explore.layer_state(momentum=math.nan), ValueError, "[0, 1]"),
     ("layer: shift nan", lambda: explore.layer_state(shift=math.nan), ValueError, "finite"),
-    ("layer: shift a string", lambda: explore.layer_state(shift="1"), TypeError, "finite number"),
+    (
+        "layer: shift a string",
+        lambda: explore.layer_state(shift="1"),
+        TypeError,
+        "shift (added to sample 0) must be a number",
+    ),
     ("layer: steps -1", lambda: explore.layer_state(steps=-1), ValueError, "between 0 and"),
     ("layer: training 1", lambda: explore.layer_state(training=1), TypeError, "True or False"),
     ("layer: seed a string", lambda: explore.layer_state(seed="0"), TypeError, "whole number"),
@@ -125,7 +130,7 @@ CASES = [
     ("lrs: one point", lambda: explore.lrsweep_lrs(points=1), ValueError, "at least 2"),
     ("lrs: nan", lambda: explore.lrsweep_lrs(math.nan), ValueError, "low_exp"),
     ("lrs: lr 1e400", lambda: explore.lrsweep_lrs(-3, 400), ValueError, "between -30 and 30"),
-    ("lrs: a string", lambda: explore.lrsweep_lrs("-3"), TypeError, "exponent such as -3"),
+    ("lrs: a string", lambda: explore.lrsweep_lrs("-3"), TypeError, "10**low_exp"),
     ("png: a string", lambda: explore.figure_png("x"), TypeError, "matplotlib Figure"),
     ("png: dpi 0", lambda: explore.figure_png(plots.new_figure(2), dpi=0), ValueError, "dpi"),
 ]
