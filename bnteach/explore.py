@@ -42,12 +42,8 @@ def _layer_check(batch_size, momentum, steps, training, shift=0.0, seed=None):
     checks.finite_number(shift, "shift (added to sample 0)", example=3.0)
     if seed is not None:
         checks.whole_number(seed, "seed", minimum=0, example=0)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"batch_size must be a whole number, got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be a whole number, got {steps!r}.")
+    checks.whole_number(batch_size, "batch_size", minimum=1, example=16)
+    checks.whole_number(steps, "steps", example=10)
     if not 0 <= steps <= LAYER_MAX_STEPS:
         raise ValueError(f"steps must be between 0 and {LAYER_MAX_STEPS}, got {steps}.")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
@@ -202,14 +198,6 @@ class Redraws:
         self._next = self.clock() + max(self.min_interval, self.ratio * seconds)
 
 
-def _check_whole(value, name, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a whole number, got {value!r}.")
-    if value < low or (high is not None and value > high):
-        limits = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {limits}, got {value}.")
-
-
 def _seed_text(seeds):
     seeds = list(seeds)
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
@@ -239,8 +227,8 @@ def compare_models(depth=2, activation="relu"):
 
 
 def _compare_args(lr, epochs, batch_size, n_seeds, depth, activation, device):
-    _check_whole(n_seeds, "n_seeds (how many seeds)", 1)
-    _check_whole(depth, "depth (hidden layers)", 1)
+    checks.whole_number(n_seeds, "n_seeds (how many seeds)", minimum=1)
+    checks.whole_number(depth, "depth (hidden layers)", minimum=1)
     if batch_size == 1:
         raise ValueError(
             "batch size 1: a BN layer in training mode needs at least 2 samples per batch to "
@@ -385,7 +373,7 @@ def compare_html(summary, threshold=COMPARE_LOSS_THRESHOLD):
 
 def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
     """``points`` learning rates evenly spaced on a log scale from 10**low_exp to 10**high_exp."""
-    _check_whole(points, "points", 2)
+    checks.whole_number(points, "points", minimum=2)
     for value, name in ((low_exp, "low_exp"), (high_exp, "high_exp")):
         checks.finite_number(value, f"{name} (the learning rate is 10**{name})", example=-3)
         if not -30 <= value <= 30:  # also keeps 10 ** value a finite float
@@ -403,8 +391,8 @@ def lrsweep_lrs(low_exp=-3.0, high_exp=0.0, points=7):
 
 
 def _lrsweep_args(low_exp, high_exp, points, epochs, n_seeds, depth, device):
-    _check_whole(n_seeds, "n_seeds (how many seeds)", 1)
-    _check_whole(depth, "depth (hidden layers)", 1)
+    checks.whole_number(n_seeds, "n_seeds (how many seeds)", minimum=1)
+    checks.whole_number(depth, "depth (hidden layers)", minimum=1)
     return {
         "seeds": default_seeds(n_seeds),
         "lrs": lrsweep_lrs(low_exp, high_exp, points),
