@@ -11,7 +11,6 @@ an exception, a NaN, a wrong shape or ``None`` in the learner's answer becomes f
 names it.
 """
 
-
 import torch
 
 from bnteach.exercises import feedback

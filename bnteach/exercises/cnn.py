@@ -13,7 +13,6 @@ wrong shape, dtype or ``None`` is feedback; "internal error" is reserved for a b
 check. These exercises have their own :func:`progress` table (notebook 05's is unchanged).
 """
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
