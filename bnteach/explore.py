@@ -183,10 +183,12 @@ def figure_png(fig, dpi=FIG_DPI):
 class Redraws:
     """When to redraw a figure while results stream in: the first partial result at once, then
     only once at least ``min_interval`` seconds, and ``ratio`` times the last drawing's cost,
-    have passed since that drawing ended, so drawing takes at most ~1/(1+ratio) of the time.
-    The final result is always drawn. ``clock`` may be injected for tests."""
+    have passed since that drawing ended, so drawing takes at most ~1/(1+ratio) of the time
+    (a quarter by default: twice a second is live enough, and each figure drawn in between
+    delays the final one). The final result is always drawn. ``clock`` may be injected for
+    tests."""
 
-    def __init__(self, min_interval=0.25, ratio=1.5, clock=time.perf_counter):
+    def __init__(self, min_interval=0.5, ratio=3.0, clock=time.perf_counter):
         self.min_interval, self.ratio, self.clock = min_interval, ratio, clock
         self._next = None
 
@@ -331,21 +333,26 @@ def compare_summary(result, threshold=COMPARE_LOSS_THRESHOLD):
     return out
 
 
-def compare_figure(result):
+def compare_figure(result, fig=None):
     """Train/validation loss and validation accuracy, mean and spread over seeds; the x axis
-    spans all ``result.epochs`` so that a partial result's curves grow into a fixed frame."""
+    spans all ``result.epochs`` so that a partial result's curves grow into a fixed frame.
+    fig: a figure this function returned before, to redraw into (its panels and ticks are
+    kept: a third cheaper, which is what an explorer needs while results stream in)."""
     _compare_result(result)
     groups = {
         "Without BN": result.histories(model="plain"),
         "With BN": result.histories(model="BN"),
     }
     worst = max((v for h in result.histories() for v in h.train_loss if v == v), default=1.0)
-    fig = plot_seed_spread(groups, metrics=("train_loss", "val_loss", "val_acc"), log_y=worst > 10)
+    metrics = ("train_loss", "val_loss", "val_acc")
+    new = fig is None
+    fig = plot_seed_spread(groups, metrics=metrics, log_y=worst > 10, fig=fig)
     for ax in fig.axes:
         ax.set_xlim(0.5, result.epochs + 0.5)
-    # A fixed layout: constrained layout would cost a third of the PNG rendering time.
-    fig.set_layout_engine(None)
-    fig.subplots_adjust(left=0.065, right=0.99, bottom=0.13, top=0.97, wspace=0.25)
+    if new:
+        # A fixed layout: constrained layout would cost a third of the PNG rendering time.
+        fig.set_layout_engine(None)
+        fig.subplots_adjust(left=0.065, right=0.99, bottom=0.13, top=0.97, wspace=0.25)
     return fig
 
 

@@ -454,6 +454,7 @@ class CompareExplorer(Explorer):
         self.image = _image()
         self.table = widgets.HTML()
         self.device = device
+        self.figure = None  # the matplotlib Figure behind ``image``, kept between redraws
         controls = [self.lr, self.epochs, self.batch_size, self.seeds, self.depth, self.activation]
         rows = [widgets.HBox(controls[:3]), widgets.HBox(controls[3:])]
         super().__init__(rows, [self.image, self.table], debounce)
@@ -481,7 +482,9 @@ class CompareExplorer(Explorer):
         return _training_progress(state, s["epochs"], 2 * s["n_seeds"], caption)
 
     def draw(self, settings, result):
-        values = {"image": explore.figure_png(explore.compare_figure(result))}
+        # One figure per explorer, redrawn in place: its panels and ticks are kept.
+        self.figure = explore.compare_figure(result, fig=self.figure)
+        values = {"image": explore.figure_png(self.figure)}
         values["table"] = (
             explore.compare_html(explore.compare_summary(result))
             if result.finished

@@ -146,3 +146,36 @@ def test_plot_paired_draws_every_comparison_with_its_interval():
     assert len(ax.lines) >= 3 * 3 + 1
     with pytest.raises(ValueError, match="non-empty dict"):
         plot_paired({})
+
+
+def _pixels(fig):
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="rgba", dpi=50)
+    return buf.getvalue()
+
+
+def test_seed_spread_redrawn_into_a_kept_figure_looks_like_a_new_one():
+    """An explorer redraws into its figure: the result must be what a new figure shows, also
+    after a scale change and for fewer runs than before (no curve or legend left over)."""
+    before = {"a": [hist(1.0), hist(2.0)], "b": [hist(0.5)]}
+    after = {"a": [hist(30.0)], "b": [hist(0.1), hist(0.2), hist(5.0, diverge=True)]}
+    metrics = ("train_loss", "val_loss", "val_acc")
+    kept = plot_seed_spread(before, metrics=metrics)
+    axes = list(kept.axes)
+    for log_y in (True, False):
+        again = plot_seed_spread(after, metrics=metrics, log_y=log_y, fig=kept)
+        new = plot_seed_spread(after, metrics=metrics, log_y=log_y)
+        assert again is kept and again.axes == axes
+        assert [len(ax.lines) for ax in again.axes] == [len(ax.lines) for ax in new.axes]
+        assert [ax.get_ylim() for ax in again.axes] == [ax.get_ylim() for ax in new.axes]
+        assert _pixels(again) == _pixels(new)
+
+
+def test_seed_spread_refuses_a_figure_it_did_not_draw_for_those_metrics():
+    fig = plot_seed_spread({"a": [hist(1.0)]}, metrics=("train_loss",))
+    with pytest.raises(ValueError, match="same metrics"):
+        plot_seed_spread({"a": [hist(1.0)]}, metrics=("val_loss",), fig=fig)
+    with pytest.raises(ValueError, match="Leave fig out"):
+        plot_seed_spread({"a": [hist(1.0)]}, metrics=("train_loss",), fig=Figure())

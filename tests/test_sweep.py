@@ -327,6 +327,8 @@ REPLICA_MODELS = {
     "plain": {},
     "BN": {"norm": "batch"},
     "deep-tanh-BN": {"norm": "batch", "activation": "tanh", "hidden_sizes": (32,) * 4},
+    # Widths that are no multiple of a vector register: replicas' features share registers.
+    "odd-BN": {"norm": "batch", "hidden_sizes": (10, 7)},
 }
 
 

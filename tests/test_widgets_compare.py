@@ -9,11 +9,13 @@ import pytest
 from bnteach.explore import (
     Redraws,
     compare_caption,
+    compare_figure,
     compare_models,
     compare_run,
     compare_stream,
     compare_summary,
     epochs_to_reach,
+    figure_png,
     lrsweep_lrs,
     lrsweep_run,
     lrsweep_summary,
@@ -145,6 +147,15 @@ def test_compare_explorer_redraws_once_per_change_and_reuses_computed_settings()
     e.lr.value = 0.01  # back: from the cache, at once
     assert e.renders == 2 and e.image.value == before and "lr 0.01" in e.caption.value
     assert e.progress_bar.layout.visibility == "hidden" and e.status.value == ""
+
+
+def test_compare_explorer_redraws_into_one_figure_what_a_new_figure_shows():
+    e = CompareExplorer(**SMALL)
+    fig = e.figure
+    e.batch_size.value = 16
+    assert e.figure is fig and e.renders == 2
+    result = compare_run(**e.settings())
+    assert e.image.value == figure_png(compare_figure(result))
 
 
 def test_compare_explorer_caption_lists_every_setting():
