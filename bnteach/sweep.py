@@ -394,32 +394,47 @@ _ACTIVATION_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
 # ----------------------------------------------------------------------------------------
 
 
+_VECTORS = ("params", "grads", "exp_avg", "exp_avg_sq")  # a _Group's flat vectors
+
+
 class _Group:
     """Replicas sharing one architecture, their stacked parameters and Adam state.
 
-    All parameters of replica ``r`` live in row ``r`` of one ``(R, P)`` matrix (``params``),
-    so that Adam is a handful of operations on the whole matrix; each layer sees views of it.
+    All parameters live in one flat vector (``params``), parameter-major: the ``R`` copies of
+    each parameter are one block of ``R`` rows, so that Adam is one fused operation on the
+    whole vector and each layer sees ``(R, *shape)`` views of it.
     """
 
     def __init__(self, inits, lrs, device):
         template = inits[0]
-        R, P = len(inits), sum(p.numel() for p in template.parameters())
-        # Rows padded to a multiple of 64 numbers: every row then goes through the same
-        # vectorized code in the element-wise Adam ops, so a replica's result does not depend
-        # on its row (nor on which other replicas are trained with it).
-        self.params = torch.zeros(R, -(-P // 64) * 64, dtype=next(template.parameters()).dtype)
+        R, shapes = len(inits), {name: p.shape for name, p in template.named_parameters()}
+        # Each block row is padded to a multiple of 64 numbers. Then every number goes through
+        # the same vectorized code in Adam's fused kernel, so a replica's result does not
+        # depend on its row (nor on which other replicas are trained with it); and a parameter
+        # that fills its rows (most do) is a contiguous (R, *shape) view, into which the
+        # matrix products write weight gradients in place (into a strided one they take
+        # about twice as long, for the copy).
+        self._widths = {name: -(-shape.numel() // 64) * 64 for name, shape in shapes.items()}
+        dtype = next(template.parameters()).dtype
+        params = torch.zeros(R * sum(self._widths.values()), dtype=dtype)
+        blocks = self._blocks(params, R)
         for r, m in enumerate(inits):
-            self.params[r, :P] = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
-        self.params = self.params.to(device)
+            for name, p in m.named_parameters():
+                blocks[name][r, : p.numel()] = p.detach().reshape(-1)
+        self.params = params.to(device)
         self.grads = torch.zeros_like(self.params)
-        views, offset = {}, 0
-        for name, p in template.named_parameters():
-            cols = slice(offset, offset + p.numel())
+        self.exp_avg = torch.zeros_like(self.params)
+        self.exp_avg_sq = torch.zeros_like(self.params)
+        self._rows = {  # vector name -> parameter name -> its (R, width) block
+            v: self._blocks(getattr(self, v), R) for v in _VECTORS
+        }
+        views = {}
+        for name, shape in shapes.items():
+            param, grad = self._rows["params"][name], self._rows["grads"][name]
             views[name] = (
-                self.params[:, cols].view(R, *p.shape),
-                self.grads[:, cols].view(R, *p.shape),
+                param[:, : shape.numel()].view(R, *shape),
+                grad[:, : shape.numel()].view(R, *shape),
             )
-            offset += p.numel()
         self.layers = []
         for i, module in enumerate(template.network):
             own = [
@@ -436,28 +451,33 @@ class _Group:
                 self.layers.append(_LayerNorm(params, grads, module))
             else:
                 self.layers.append(_Activation(_ACTIVATION_NAMES[type(module)]))
-        self.exp_avg = torch.zeros_like(self.params)
-        self.exp_avg_sq = torch.zeros_like(self.params)
         self.lr = torch.tensor(lrs, dtype=torch.float64, device=device)
         self.lrs = list(lrs)
         self.step = torch.zeros((), dtype=torch.float32, device=device)
         self._adam_lists(set(range(R)))
 
+    def _blocks(self, flat, R):
+        """name -> the (R, width) block of ``flat`` that holds that parameter's copies."""
+        blocks, offset = {}, 0
+        for name, width in self._widths.items():
+            blocks[name] = flat[offset : offset + R * width].view(R, width)
+            offset += R * width
+        return blocks
+
     def _adam_lists(self, live):
-        """Per learning rate, the rows of the live replicas, as lists for ``_fused_adam_``."""
+        """Per learning rate, the live replicas' block rows, as lists for ``_fused_adam_``."""
         rows = {}
         for r in sorted(live):
             rows.setdefault(self.lrs[r], []).append(r)
         self._live = live
+        vectors = _VECTORS
         if len(rows) == 1 and len(live) == len(self.lrs):  # all rows at once (same numbers)
-            tensors = (self.params, self.grads, self.exp_avg, self.exp_avg_sq)
-            self._adam = [(self.lrs[0], *([t] for t in tensors), [self.step])]
+            self._adam = [(self.lrs[0], *([getattr(self, v)] for v in vectors), [self.step])]
             return
-        self._adam = [
-            (lr, *([t[r] for r in rs] for t in (self.params, self.grads, self.exp_avg,
-                                                self.exp_avg_sq)), [self.step] * len(rs))
-            for lr, rs in rows.items()
-        ]  # fmt: skip
+        self._adam = []
+        for lr, rs in rows.items():
+            lists = [[b[r] for b in self._rows[v].values() for r in rs] for v in vectors]
+            self._adam.append((lr, *lists, [self.step] * len(lists[0])))
 
     def forward(self, x, training):
         saved = []
@@ -473,9 +493,10 @@ class _Group:
 
     def adam_step(self):
         """``torch.optim.Adam(..., fused=True)``: its fused kernel, once per learning rate, over
-        the rows (replicas) that use it. One pass over the parameters instead of about ten
-        element-wise operations; each row is padded to a multiple of 64 numbers, so every row
-        goes through the same vectorized code whichever rows are updated with it."""
+        the block rows of the replicas that use it. One pass over the parameters instead of
+        about ten element-wise operations; each block row is padded to a multiple of 64
+        numbers, so every number goes through the same vectorized code whichever rows are
+        updated with it."""
         self.step += 1
         for lr, params, grads, exp_avgs, exp_avg_sqs, steps in self._adam:
             torch._fused_adam_(
@@ -488,8 +509,9 @@ class _Group:
         if not dead.any():  # one sync per epoch
             return
         self.lr.masked_fill_(dead, 0.0)
-        for t in (self.params, self.exp_avg, self.exp_avg_sq):
-            t.masked_fill_(dead.unsqueeze(1), 0.0)
+        for v in ("params", "exp_avg", "exp_avg_sq"):
+            for block in self._rows[v].values():
+                block.masked_fill_(dead.unsqueeze(1), 0.0)
         for layer in self.layers:
             if isinstance(layer, _BatchNorm):
                 layer.zero_replicas(dead)
