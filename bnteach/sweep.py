@@ -521,10 +521,27 @@ class _Group:
 
 
 def _bce(logits, y):
-    """Per-replica mean ``BCEWithLogitsLoss`` and its gradient with respect to the logits."""
-    loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((1, 2))
-    grad = (torch.sigmoid(logits) - y) * (1.0 / (y.shape[1] * y.shape[2]))
-    return loss, grad
+    """Per-replica mean ``BCEWithLogitsLoss``: logits and y (R, n, 1), loss (R,)."""
+    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((1, 2))
+
+
+def _bce_grad(logits, y):
+    """The gradient of each replica's mean ``BCEWithLogitsLoss`` with respect to its logits."""
+    return (torch.sigmoid(logits) - y) * (1.0 / (y.shape[1] * y.shape[2]))
+
+
+def _epoch_loss(logits, y, batch_size):
+    """An epoch's training loss from its steps' logits, as ``train_model`` reports it: each
+    batch's mean loss weighted by the batch's size, over the epoch's samples. logits and y:
+    (R, n, 1) in the epoch's order (computed once per epoch instead of once per step)."""
+    R, n = y.shape[0], y.shape[1]
+    losses = F.binary_cross_entropy_with_logits(logits, y, reduction="none").view(R, n)
+    full = n - n % batch_size
+    sums = losses[:, :full].view(R, -1, batch_size).mean(2).double() * batch_size
+    total = sums.sum(1)
+    if full < n:  # the last, smaller batch
+        total += losses[:, full:].mean(1).double() * (n - full)
+    return total / n
 
 
 def _train_group(group, orders, data, epochs, batch_size):
@@ -534,8 +551,6 @@ def _train_group(group, orders, data, epochs, batch_size):
     R, n = orders.shape[0], X_train.shape[0]
     device = X_train.device
     starts = range(0, n, batch_size)
-    sizes = torch.tensor([min(batch_size, n - s) for s in starts], dtype=torch.float64)
-    sizes = sizes.to(device).unsqueeze(1)
     X_val_r, y_val_r = X_val.expand(R, *X_val.shape), y_val.expand(R, *y_val.shape)
     alive = torch.ones(R, dtype=torch.bool, device=device)
 
@@ -543,18 +558,16 @@ def _train_group(group, orders, data, epochs, batch_size):
         with torch.no_grad():
             order = orders[:, epoch]  # (R, n): this epoch's shuffle of each replica
             X_epoch, y_epoch = X_train[order], y_train[order]
-            losses = []
+            step_logits = []
             for s in starts:
                 xb, yb = X_epoch[:, s : s + batch_size], y_epoch[:, s : s + batch_size]
                 logits, saved = group.forward(xb, training=True)
-                loss, grad = _bce(logits, yb)
-                losses.append(loss)
-                group.backward(grad, saved)
+                step_logits.append(logits)
+                group.backward(_bce_grad(logits, yb), saved)
                 group.adam_step()
-            train_loss = (torch.stack(losses).double() * sizes).sum(0) / n
+            train_loss = _epoch_loss(torch.cat(step_logits, 1), y_epoch, batch_size)
             logits, _ = group.forward(X_val_r, training=False)
-            loss, _ = _bce(logits, y_val_r)
-            val_loss = loss.double()
+            val_loss = _bce(logits, y_val_r).double()
             val_acc = ((logits > 0).to(y_val_r.dtype) == y_val_r).double().mean((1, 2))
             # A replica whose loss is NaN/inf keeps this epoch's values, then is frozen.
             ok = train_loss.isfinite() & val_loss.isfinite()
