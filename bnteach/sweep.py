@@ -307,22 +307,23 @@ class _BatchNorm:
         (self.weight, self.bias), (self.grad_weight, self.grad_bias) = params, grads
         self.gamma, self.beta = self.weight.unsqueeze(1), self.bias.unsqueeze(1)
         self.eps, self.momentum = module.eps, module.momentum
-        self.running_mean = module.running_mean.repeat(n_replicas, 1).to(device)
-        self.running_var = module.running_var.repeat(n_replicas, 1).to(device)
+        # (R, F) as (R, 1, F): the shape of the batch statistics, so no reshaping per step.
+        self.running_mean = module.running_mean.repeat(n_replicas, 1, 1).to(device)
+        self.running_var = module.running_var.repeat(n_replicas, 1, 1).to(device)
 
     def forward(self, h, training):
         if not training:
-            scale = self.gamma * (self.running_var.unsqueeze(1) + self.eps).rsqrt()
-            shift = self.beta - self.running_mean.unsqueeze(1) * scale
+            scale = self.gamma * (self.running_var + self.eps).rsqrt()
+            shift = self.beta - self.running_mean * scale
             return torch.addcmul(shift, h, scale), None
         n = h.shape[1]
         mean = h.mean(1, keepdim=True)
         centered = h - mean
         var = (centered * centered).mean(1, keepdim=True)  # biased: divide by n
-        self.running_mean.lerp_(mean.squeeze(1), self.momentum)
-        self.running_var.lerp_(var.squeeze(1) * (n / (n - 1)), self.momentum)  # unbiased
-        rstd = (var + self.eps).rsqrt()
-        xhat = centered * rstd
+        self.running_mean.lerp_(mean, self.momentum)
+        self.running_var.lerp_(var * (n / (n - 1)), self.momentum)  # unbiased
+        rstd = (var + self.eps).rsqrt_()
+        xhat = centered.mul_(rstd)
         return torch.addcmul(self.beta, xhat, self.gamma), (xhat, rstd)
 
     def backward(self, grad, saved, need_input_grad=True):
@@ -332,12 +333,12 @@ class _BatchNorm:
         dgamma = torch.sum(grad * xhat, 1, out=self.grad_weight)
         # Through xhat = (h - mean) / sqrt(var + eps), with mean and var depending on all of h:
         # dh = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
-        dh = (grad - dbeta.unsqueeze(1) / n) - xhat * (dgamma.unsqueeze(1) / n)
-        return dh * (self.gamma * rstd)
+        dh = (grad - dbeta.unsqueeze(1) / n).sub_(xhat * (dgamma.unsqueeze(1) / n))
+        return dh.mul_(self.gamma * rstd)
 
     def zero_replicas(self, dead):
-        self.running_mean.masked_fill_(dead.unsqueeze(1), 0.0)
-        self.running_var.masked_fill_(dead.unsqueeze(1), 1.0)
+        self.running_mean.masked_fill_(dead.view(-1, 1, 1), 0.0)
+        self.running_var.masked_fill_(dead.view(-1, 1, 1), 1.0)
 
 
 class _LayerNorm:
