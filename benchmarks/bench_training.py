@@ -10,10 +10,12 @@ ways, in one process on one thread, and compares them with the matmul floor:
    batch 64 and at batch 4 (200 steps per epoch: per-step overhead);
 4. the floor: the matmul FLOPs of one pair's training divided by a measured matmul rate.
 
-It also measures what a learner waits for in the comparison explorer, computed as the explorer
-computes it (``bnteach.explore.compare_stream``, redrawn when ``explore.Redraws`` says so):
-the time to the first visible figure (after epoch 1) and to the final figure, for the default
-view and for batch size 4, as ratios to the tutorial's pair.
+It also measures what a learner waits for in the comparison explorer after moving a control,
+computed as the explorer computes it (``bnteach.explore.compare_stream``, redrawn into the
+figure it keeps when ``explore.Redraws`` says so): the time to the first visible figure (after
+epoch 1) and to the final figure, for the default view and for batch size 4, as ratios to the
+tutorial's pair; and, as a floor for the sweep, the time its matrix products and Adam steps
+alone take.
 
 Times are the best of a few repeats after a warm-up; repeats of the methods are interleaved so
 that a busy machine slows all of them alike. No timing is asserted anywhere.
@@ -87,16 +89,20 @@ def batch4_view(data, epochs=EPOCHS):
     return sweep.run(list(range(SEEDS)), [LR], epochs=epochs, batch_size=4, data=data)
 
 
-def explorer_view(batch_size=BATCH):
-    """What the comparison explorer does for a view: train epoch by epoch, draw the first
-    partial result at once, later ones when ``Redraws`` says so, then the final one with its
-    table. Returns (seconds to the first figure, seconds to the final figure, figures drawn)."""
+def explorer_view(batch_size=BATCH, kept=None):
+    """What the comparison explorer does after a control change: train epoch by epoch, draw
+    the first partial result at once, later ones when ``Redraws`` says so, then the final one
+    with its table, redrawing into the figure it keeps (``kept["fig"]``, as the explorer's
+    ``figure``). Returns (seconds to the first figure, seconds to the final figure, figures
+    drawn)."""
+    kept = {"fig": None} if kept is None else kept
     start = time.perf_counter()
     redraws, first, drawn = Redraws(), None, 0
     for result in compare_stream(lr=LR, epochs=EPOCHS, batch_size=batch_size, n_seeds=SEEDS):
-        if result.finished or redraws.due():
+        if result.finished or redraws.due(done=result.epochs_run, total=result.epochs):
             t = time.perf_counter()
-            figure_png(compare_figure(result))
+            kept["fig"] = compare_figure(result, fig=kept["fig"])
+            figure_png(kept["fig"])
             drawn += 1
             redraws.drew(time.perf_counter() - t)
             first = first or time.perf_counter() - start
@@ -105,13 +111,48 @@ def explorer_view(batch_size=BATCH):
 
 
 def best_views(repeats):
-    """Best (first, final) of ``explorer_view`` for batch 64 and 4, repeats interleaved."""
+    """Best (first, final) of ``explorer_view`` for batch 64 and 4, repeats interleaved, each
+    into a figure kept from a warm-up view (as the explorer keeps its figure)."""
+    kept = {"fig": None}
+    explorer_view(BATCH, kept)
     best = {64: [math.inf, math.inf, 0], 4: [math.inf, math.inf, 0]}
     for _ in range(repeats):
         for batch_size, b in best.items():
-            first, final, drawn = explorer_view(batch_size)
+            first, final, drawn = explorer_view(batch_size, kept)
             b[:] = min(b[0], first), min(b[1], final), drawn
     return best
+
+
+def products_floor(batch_size, n_train, replicas=SEEDS, epochs=EPOCHS, steps=200):
+    """Seconds that the matrix products and Adam's fused step alone take in a default-view
+    sweep at ``batch_size`` (two groups of ``replicas``): per step the 3 forward, 3
+    weight-gradient and 2 input-gradient products as ``bmm`` over the replicas (which the CPU
+    runs as one small product per replica) and one ``_fused_adam_`` over the parameters,
+    timed for ``steps`` steps and scaled to the run's ``2 * epochs * ceil(n / batch)``."""
+    n, (f, h1, h2, out) = batch_size, SIZES
+    layers = [(f, h1), (h1, h2), (h2, out)]
+    W = [torch.randn(replicas, o, i) for i, o in layers]
+    b = [torch.randn(replicas, 1, o) for _, o in layers]
+    gW = [torch.empty(replicas, o, i) for i, o in layers]
+    x = [torch.randn(replicas, n, i) for i, _ in layers]
+    g = [torch.randn(replicas, n, o) for _, o in layers]
+    P = replicas * -(-sum(i * o + o for i, o in layers) // 64) * 64
+    adam = [[torch.zeros(P)], [torch.randn(P)], [torch.zeros(P)], [torch.zeros(P)]]
+    step = [torch.ones(())]
+
+    def one_step():
+        for k in range(3):
+            torch.baddbmm(b[k], x[k], W[k].mT)
+            torch.bmm(g[k].mT, x[k], out=gW[k])
+            if k:
+                torch.bmm(g[k], W[k])
+        torch._fused_adam_(
+            *adam, [], step, lr=LR, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
+            amsgrad=False, maximize=False,
+        )  # fmt: skip
+
+    per_step = _best_time(one_step, calls=steps, repeats=3)
+    return per_step * 2 * epochs * math.ceil(n_train / batch_size)
 
 
 def pair_flops(n_train, n_val, epochs=EPOCHS):
@@ -184,6 +225,7 @@ def main(repeats=3):
     views = best_views(max(1, repeats // 2))
     rate, peak = matmul_rates()
     n_train, n_val = data[0].shape[0], data[1].shape[0]
+    floors = {bs: products_floor(bs, n_train) for bs in (BATCH, 4)}
     flops = pair_flops(n_train, n_val)
     floor, peak_floor = flops / (rate * 1e9), flops / (peak * 1e9)
     tutorial, trainer, per_pair = times["tutorial"], times["train_model"], times["sweep"] / SEEDS
@@ -207,12 +249,22 @@ def main(repeats=3):
             f"({times['sweep4'] / tutorial:.2f}x)",
         ),
     ]
+    for batch_size, floor_s in floors.items():
+        rows.append(
+            (
+                f"Its products and Adam steps alone, batch {batch_size} (8 `bmm` + 1 fused "
+                "Adam per step and group)",
+                f"{floor_s:.3f} s = {floor_s / tutorial:.2f}x tutorial pair",
+                "",
+            )
+        )
     for batch_size, (first, final, drawn) in views.items():
         view = "default view" if batch_size == BATCH else f"batch size {batch_size}"
         target = 1 if batch_size == BATCH else 3
         rows += [
             (
-                f"Comparison explorer, {view}: first figure (epoch 1 trained, drawn)",
+                f"Comparison explorer, {view}: first figure after a change (epoch 1 trained, "
+                "drawn)",
                 f"{first:.3f} s = {first / tutorial:.2f}x tutorial pair",
                 f"<= 0.25x: {mark(first <= 0.25 * tutorial)}",
             ),

@@ -246,8 +246,8 @@ class Explorer(widgets.VBox):
             for state in states:
                 if getattr(state, "finished", True):
                     break
-                self._show_progress(settings, state)
-                if redraws.due():
+                done, total = self._show_progress(settings, state)
+                if redraws.due(done=done, total=total):
                     start = time.perf_counter()
                     self._set(*self.draw(settings, state))
                     self.redraws += 1
@@ -285,6 +285,7 @@ class Explorer(widgets.VBox):
         self.progress_bar.max, self.progress_bar.value = max(total, 1), done
         self.progress_bar.layout.visibility = "visible"
         self.status.value = f"<b>{html.escape(text)}</b>"
+        return done, total
 
     def _idle(self):
         self.progress_bar.layout.visibility = "hidden"

@@ -68,6 +68,20 @@ def test_redraws_first_at_once_then_at_most_as_often_as_drawing_allows():
     assert r.due()
 
 
+def test_redraws_skip_a_redraw_when_the_final_result_is_near():
+    now = [0.0]
+    r = Redraws(min_interval=0.5, ratio=3.0, clock=lambda: now[0])
+    assert r.due(done=1, total=25)
+    r.drew(0.1)  # next redraw no sooner than 0.5 s later
+    now[0] = 0.6  # 10 of 25 epochs in 0.6 s: the last 15 need about 0.9 s more
+    assert r.due(done=10, total=25)
+    now[0] = 0.6
+    assert not r.due(done=20, total=25)  # the last 5 need about 0.15 s: the final is near
+    assert r.due(done=20, total=25, final=True)
+    assert r.due()  # without progress: by the clock alone
+    assert Redraws().min_interval == 0.5 and Redraws().ratio == 3.0
+
+
 # -- pure functions ----------------------------------------------------------------------
 
 
