@@ -184,16 +184,18 @@ def figure_png(fig, dpi=FIG_DPI):
 
 class Redraws:
     """When to redraw a figure while results stream in: the first partial result at once, then
-    only once at least ``min_interval`` seconds, and ``ratio`` times the last drawing's cost,
-    have passed since that drawing ended, so drawing takes at most ~1/(1+ratio) of the time
-    (a quarter by default: twice a second is live enough, and each figure drawn in between
-    delays the final one). Given the progress (``done`` of ``total`` steps), a redraw is also
-    skipped when the final result is expected within ``min_interval`` (at the pace so far):
-    it will be drawn soon anyway. The final result is always drawn. ``clock`` may be injected
-    for tests; the pace is measured from the construction."""
+    only once at least ``min_interval`` seconds, ``ratio`` times the last drawing's cost and
+    ``growth`` times the time since the start have passed since the last drawing ended. So
+    drawing takes at most ~1/(1+ratio) of the time (a quarter by default: twice a second is
+    live enough, and each figure drawn in between delays the final one), and a long run is
+    redrawn ever less often (a few times in all, not once per interval). Given the progress
+    (``done`` of ``total`` steps), a redraw is also skipped when the final result is
+    expected within ``min_interval`` at the pace so far: it will be drawn soon anyway. The
+    final result is always drawn. ``clock`` may be injected for tests; times count from the
+    construction."""
 
-    def __init__(self, min_interval=0.5, ratio=3.0, clock=time.perf_counter):
-        self.min_interval, self.ratio, self.clock = min_interval, ratio, clock
+    def __init__(self, min_interval=0.5, ratio=3.0, growth=0.5, clock=time.perf_counter):
+        self.min_interval, self.ratio, self.growth, self.clock = min_interval, ratio, growth, clock
         self._start, self._next = clock(), None
 
     def due(self, final=False, done=None, total=None):
@@ -209,7 +211,9 @@ class Redraws:
 
     def drew(self, seconds):
         """Record that a drawing just ended, having taken ``seconds``."""
-        self._next = self.clock() + max(self.min_interval, self.ratio * seconds)
+        now = self.clock()
+        wait = max(self.min_interval, self.ratio * seconds, self.growth * (now - self._start))
+        self._next = now + wait
 
 
 def _seed_text(seeds):

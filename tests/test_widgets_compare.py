@@ -59,7 +59,7 @@ def test_debouncer_without_event_loop_or_delay_runs_at_once():
 
 def test_redraws_first_at_once_then_at_most_as_often_as_drawing_allows():
     now = [0.0]
-    r = Redraws(min_interval=0.25, ratio=1.5, clock=lambda: now[0])
+    r = Redraws(min_interval=0.25, ratio=1.5, growth=0.0, clock=lambda: now[0])
     assert r.due()  # the first partial result is drawn at once
     r.drew(0.4)  # that drawing took 0.4 s: wait 0.6 s before the next
     now[0] = 0.5
@@ -79,7 +79,22 @@ def test_redraws_skip_a_redraw_when_the_final_result_is_near():
     assert not r.due(done=20, total=25)  # the last 5 need about 0.15 s: the final is near
     assert r.due(done=20, total=25, final=True)
     assert r.due()  # without progress: by the clock alone
-    assert Redraws().min_interval == 0.5 and Redraws().ratio == 3.0
+    assert (Redraws().min_interval, Redraws().ratio, Redraws().growth) == (0.5, 3.0, 0.5)
+
+
+def test_redraws_grow_rarer_as_a_long_run_goes_on():
+    """Drawing that costs 0.1 s, over a 20 s run: a handful of figures, not one per 0.5 s."""
+    now = [0.0]
+    r = Redraws(clock=lambda: now[0])
+    times = []
+    while now[0] < 20:
+        if r.due():
+            times.append(now[0])
+            now[0] += 0.1
+            r.drew(0.1)
+        now[0] += 0.05
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 5 <= len(times) <= 10 and gaps == sorted(gaps) and gaps[0] <= 0.7
 
 
 # -- pure functions ----------------------------------------------------------------------
