@@ -32,6 +32,7 @@ lab: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) -n 2 --dist loadscope $(PYTEST_ARGS)
 	BNTEACH_SEED_OFFSET=$(CI_SEED_OFFSET) $(BIN)/python -m pytest notebooks $(NBVAL) \
 		-n 2 --dist loadscope $(PYTEST_ARGS)
