@@ -178,25 +178,6 @@ def _check_eps(eps):
         )
 
 
-def _check_momentum(momentum):
-    """Raise unless momentum is None or a number in [0, 1]."""
-    if momentum is None:
-        return
-    if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool):
-        raise TypeError(
-            f"momentum must be a number in [0, 1] or None, got {momentum!r} "
-            f"of type {type(momentum).__name__}."
-        )
-    if not 0 <= momentum <= 1:
-        raise ValueError(
-            f"momentum must be in [0, 1] (or None for a cumulative average), got {momentum}. "
-            f"In PyTorch momentum is the weight of the NEW batch statistic "
-            f"(default 0.1): running = (1 - momentum) * running + momentum * batch. "
-            f"Keras and CS231n use the opposite convention (the fraction kept, e.g. 0.9 "
-            f"or 0.99): if you meant 'keep 0.9 of the old value', pass momentum=0.1."
-        )
-
-
 def _check_finite_stats(mean, var, input):
     """Raise NonFiniteBatchError if a channel's batch mean or variance is NaN or infinite."""
     bad = ~(torch.isfinite(mean) & torch.isfinite(var))
@@ -285,7 +266,7 @@ def batch_norm(
             "momentum=None (cumulative average) is a feature of the BatchNorm1d module: "
             "it passes momentum=1/num_batches_tracked. Do the same here."
         )
-    _check_momentum(momentum)
+    checks.momentum(momentum)
     _check_eps(eps)
     _check_dtypes(
         input,
@@ -359,7 +340,7 @@ class _BatchNormBase(nn.Module):
             )
         if num_features < 1:
             raise ValueError(f"num_features must be at least 1, got {num_features}.")
-        _check_momentum(momentum)
+        checks.momentum(momentum)
         _check_eps(eps)
         factory = {"device": device, "dtype": dtype}
         self.num_features = int(num_features)

@@ -20,6 +20,7 @@ __all__ = [
     "positive_number",
     "finite_number",
     "fraction",
+    "momentum",
     "flag",
     "tensor",
     "finite",
@@ -95,6 +96,28 @@ def fraction(value, name, low=0.0, high=1.0, closed=False, example=0.2):
     if not inside:  # NaN is never inside
         interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
         raise ValueError(f"{name} must be a fraction in {interval}, got {value!r}.")
+    return value
+
+
+def momentum(value, name="momentum", allow_none=True):
+    """``value`` as a ``float`` in [0, 1], PyTorch's weight of the NEW batch statistic in a
+    running average; ``None`` (a cumulative average, as ``nn.BatchNorm1d`` allows) is
+    returned as is where ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        none = " or None" if allow_none else ""
+        raise TypeError(f"{name} must be a number in [0, 1]{none}, got {describe(value)}.")
+    also = " (or None for a cumulative average)" if allow_none else ""
+    value = float(value)
+    if not 0 <= value <= 1:  # NaN is never inside
+        raise ValueError(
+            f"{name} must be in [0, 1]{also}, got {value!r}. In PyTorch momentum is the weight "
+            f"of the NEW batch statistic (default 0.1): running = (1 - momentum) * running + "
+            f"momentum * batch. Keras and CS231n use the opposite convention (the fraction "
+            f"kept, e.g. 0.9 or 0.99): if you meant 'keep 0.9 of the old value', pass "
+            f"momentum=0.1."
+        )
     return value
 
 

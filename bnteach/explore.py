@@ -18,7 +18,6 @@ its cost.
 import copy
 import io
 import math
-import numbers
 import time
 
 import torch
@@ -46,13 +45,7 @@ def _layer_check(batch_size, momentum, steps, training, shift=0.0, seed=None):
     checks.whole_number(steps, "steps", example=10)
     if not 0 <= steps <= LAYER_MAX_STEPS:
         raise ValueError(f"steps must be between 0 and {LAYER_MAX_STEPS}, got {steps}.")
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f"momentum must be a number in [0, 1], got {momentum!r}.")
-    if not 0 <= momentum <= 1:
-        raise ValueError(
-            f"momentum must be in [0, 1], got {momentum}. In PyTorch it is the weight of the "
-            f"NEW batch: running = (1 - momentum) * running + momentum * batch."
-        )
+    checks.momentum(momentum, allow_none=False)
     if batch_size == 1 and (training or steps > 0):
         what = "showing a batch in train mode" if training else "the training steps"
         raise ValueError(

@@ -129,13 +129,17 @@ def test_batch_of_one_in_training_raises_a_teaching_error():
         ({"batch_size": 2.5}, TypeError),
         ({"momentum": 1.5}, ValueError),
         ({"momentum": "0.1"}, TypeError),
+        ({"momentum": None}, TypeError),  # the explorer's layer is never a cumulative average
+        ({"momentum": float("nan")}, ValueError),
         ({"steps": -1}, ValueError),
         ({"steps": 10**6}, ValueError),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, error):
-    with pytest.raises(error):
+    with pytest.raises(error) as info:
         layer_state(**kwargs)
+    if "momentum" in kwargs:  # the same teaching message as BatchNorm1d's, without None
+        assert "momentum must be" in str(info.value) and "or None" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------- figure
