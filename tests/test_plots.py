@@ -179,3 +179,13 @@ def test_seed_spread_refuses_a_figure_it_did_not_draw_for_those_metrics():
         plot_seed_spread({"a": [hist(1.0)]}, metrics=("val_loss",), fig=fig)
     with pytest.raises(ValueError, match="Leave fig out"):
         plot_seed_spread({"a": [hist(1.0)]}, metrics=("train_loss",), fig=Figure())
+
+
+def test_learning_rates_read_as_typed_without_minor_ticks():
+    summary = {"a": {0.001: [0.9], 0.01: [0.8], 0.1: [0.7], 1.0: [0.6]}}
+    fig = plot_final_by_lr(summary)
+    _pixels(fig)  # lays out the ticks
+    (ax,) = fig.axes
+    shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert {"0.001", "0.01", "0.1", "1"} <= set(shown) and not any("$" in s for s in shown)
+    assert ax.xaxis.get_minorticklocs().size == 0
