@@ -398,6 +398,17 @@ _ACTIVATION_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
 _VECTORS = ("params", "grads", "exp_avg", "exp_avg_sq")  # a _Group's flat vectors
 
 
+def _runs(rows):
+    """Sorted row numbers as runs of consecutive ones: [0, 1, 2, 5, 6] -> [(0, 3), (5, 7)]."""
+    runs = []
+    for r in rows:
+        if runs and runs[-1][1] == r:
+            runs[-1] = (runs[-1][0], r + 1)
+        else:
+            runs.append((r, r + 1))
+    return runs
+
+
 class _Group:
     """Replicas sharing one architecture, their stacked parameters and Adam state.
 
@@ -471,13 +482,15 @@ class _Group:
         for r in sorted(live):
             rows.setdefault(self.lrs[r], []).append(r)
         self._live = live
-        vectors = _VECTORS
         if len(rows) == 1 and len(live) == len(self.lrs):  # all rows at once (same numbers)
-            self._adam = [(self.lrs[0], *([getattr(self, v)] for v in vectors), [self.step])]
+            self._adam = [(self.lrs[0], *([getattr(self, v)] for v in _VECTORS), [self.step])]
             return
         self._adam = []
         for lr, rs in rows.items():
-            lists = [[b[r] for b in self._rows[v].values() for r in rs] for v in vectors]
+            runs = _runs(rs)  # rows r0..r1-1 of a block are one contiguous slice
+            lists = [
+                [b[r0:r1] for b in self._rows[v].values() for r0, r1 in runs] for v in _VECTORS
+            ]
             self._adam.append((lr, *lists, [self.step] * len(lists[0])))
 
     def forward(self, x, training):
@@ -652,6 +665,9 @@ def _epochs(facts, data):
 
     trainers = []
     for arch, members in groups.items():
+        # Rows with the same learning rate next to each other: Adam then updates each lr's
+        # rows of a parameter as one slice (row order does not change a replica's numbers).
+        members = sorted(members, key=lambda k: keys[k][2])
         spec = dict(arch)
         inits = {}
         with torch.random.fork_rng(devices=[]):

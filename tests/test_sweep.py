@@ -347,3 +347,9 @@ def test_a_replica_does_not_depend_on_the_other_replicas(data, name):
     assert replica([3, 1], [0.05]) == alone
     assert replica([5, 3, 1, 2, 4, 6, 7, 8, 0], [0.05]) == alone
     assert replica([0, 3], [0.01, 0.05, 1e20]) == alone
+
+
+def test_adam_updates_each_lrs_rows_as_runs_of_consecutive_rows():
+    """Rows of one lr are updated as slices; a frozen row in the middle splits its run."""
+    assert sweep._runs([0, 1, 2, 5, 6]) == [(0, 3), (5, 7)]
+    assert sweep._runs([4]) == [(4, 5)] and sweep._runs([]) == []
