@@ -278,6 +278,9 @@ def test_comparison_explorer_answers_at_once_and_survives_a_reopen(lab, browser)
         },
     )
     assert widget_errors(page) == 0
+    sweep_image = nb.locator(".widget-image").nth(1)  # the learning-rate sweep explorer's
+    sweep_image.scroll_into_view_if_needed()
+    screenshot(page, "04_lrsweep_explorer.png")
     note = nb.locator(".bnteach-rerun").first
     assert not note.is_visible()  # hidden while the explorer is live
 
