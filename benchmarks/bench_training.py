@@ -147,8 +147,8 @@ def products_floor(batch_size, n_train, replicas=SEEDS, epochs=EPOCHS, steps=200
             if k:
                 torch.bmm(g[k], W[k])
         torch._fused_adam_(
-            *adam, [], step, lr=LR, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8,
-            amsgrad=False, maximize=False,
+            *adam, [], step, lr=LR, beta1=sweep.BETA1, beta2=sweep.BETA2, weight_decay=0.0,
+            eps=sweep.ADAM_EPS, amsgrad=False, maximize=False,
         )  # fmt: skip
 
     per_step = _best_time(one_step, calls=steps, repeats=3)
