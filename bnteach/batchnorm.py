@@ -54,6 +54,8 @@ __all__ = [
     "batch_norm",
     "BatchNorm1d",
     "BatchNorm2d",
+    "GhostBatchNorm1d",
+    "BatchRenorm1d",
     "ChannelMismatchError",
     "NonFiniteBatchError",
     "DtypeMismatchError",
@@ -739,3 +741,128 @@ def unfreeze(model):
     Returns model.
     """
     return _apply_atomically(model, "unfreeze", _unfreeze_layer)
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+class GhostBatchNorm1d(_BatchNormBase):
+    """BatchNorm1d whose training batch is cut into chunks ("ghost" batches) of
+    ``virtual_batch_size`` rows, each normalized with its own statistics.
+
+    This is what data-parallel training does with per-device BN: each of D devices sees
+    ``N / D`` rows of the global batch and normalizes them alone. Input (N, C) or (N, C, L);
+    the chunks are consecutive rows ``x[0:v], x[v:2v], ...`` (the last one may be shorter; every
+    chunk needs more than one value per channel). The running statistics are updated from the
+    FIRST chunk only: what ``DistributedDataParallel`` leaves on every device with
+    ``broadcast_buffers=True`` (rank 0's statistics, copied to the others). Eval mode is
+    exactly BatchNorm1d (running statistics, no chunks).
+    """
+
+    _ranks = (2, 3)
+
+    def __init__(self, num_features, virtual_batch_size, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):  # fmt: skip
+        self.virtual_batch_size = checks.whole_number(
+            virtual_batch_size, "virtual_batch_size (rows per device)", minimum=2, example=16
+        )
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def forward(self, input):
+        """input (N, C) or (N, C, L) -> the same shape; chunks of ``virtual_batch_size`` rows."""
+        if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
+            return super().forward(input)  # eval mode, and the base's teaching errors
+        chunks = input.split(self.virtual_batch_size)
+        for chunk in chunks:  # every chunk checked before anything is updated
+            _check_spread(chunk)
+        # The other chunks first (they update nothing), chunk 0 last: a chunk that fails
+        # leaves the running statistics as they were.
+        rest = [
+            batch_norm(c, None, None, self.weight, self.bias, training=True, eps=self.eps)
+            for c in chunks[1:]
+        ]
+        return torch.cat([super().forward(chunks[0]), *rest])
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
+
+
+def _check_limit(value, name, low, example):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number such as {example}, got {checks.describe(value)}.")
+    value = float(value)
+    if not (math.isfinite(value) and value >= low):  # NaN fails too
+        raise ValueError(
+            f"{name} must be a finite number >= {low:g} (such as {example}), got {value!r}. "
+            f"r_max = 1 and d_max = 0 turn Batch Renormalization into BatchNorm."
+        )
+    return value
+
+
+class BatchRenorm1d(_BatchNormBase):
+    """Batch Renormalization (Ioffe 2017) over (N, C) or (N, C, L) input.
+
+    Training corrects the batch statistics towards the running ones, per channel::
+
+        sigma_B = sqrt(var_B + eps),  sigma = sqrt(running_var + eps)
+        r = clip(sigma_B / sigma, 1 / r_max, r_max)      (no gradient through r)
+        d = clip((mean_B - running_mean) / sigma, -d_max, d_max)   (nor through d)
+        y = ((x - mean_B) / sigma_B * r + d) * weight + bias
+
+    With ``r = 1, d = 0`` (``r_max = 1, d_max = 0``) the output is BatchNorm's. The running
+    statistics follow the paper (its Algorithm 1): ``running_mean`` moves towards ``mean_B``
+    and the running STANDARD DEVIATION ``sigma`` towards ``sigma_B`` by ``momentum``; the
+    buffer ``running_var`` holds ``sigma ** 2 - eps``, so that eval mode is exactly
+    BatchNorm1d's ``(x - running_mean) / sqrt(running_var + eps)``. (BatchNorm averages the
+    unbiased variance instead, so the buffers differ from BatchNorm1d's even at r_max = 1.)
+    Needs running statistics (``track_running_stats=True``) and a float ``momentum``.
+    The paper grows r_max from 1 and d_max from 0 during training; here they are fixed.
+    """
+
+    _ranks = (2, 3)
+
+    def __init__(self, num_features, r_max=3.0, d_max=5.0, eps=1e-5, momentum=0.1, affine=True,
+                 device=None, dtype=None):  # fmt: skip
+        self.r_max = _check_limit(r_max, "r_max", 1.0, 3.0)
+        self.d_max = _check_limit(d_max, "d_max", 0.0, 5.0)
+        if momentum is None:
+            raise ValueError(
+                "BatchRenorm1d needs a float momentum such as 0.1: its running statistics "
+                "are moving averages (momentum=None, a cumulative average, is BatchNorm's)."
+            )
+        super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+
+    def forward(self, input):
+        """input (N, C) or (N, C, L) -> the same shape."""
+        if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
+            return super().forward(input)  # eval mode, and the base's teaching errors
+        name = type(self).__name__
+        _check_tensor(input, name)
+        _check_rank(input, self._ranks, name)
+        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
+        _check_dtypes(input, [("weight", self.weight), ("running_var", self.running_var)])
+        _check_spread(input)
+        x = input.to(_compute_dtype(input.dtype))
+        mean_b, var_b = _batch_stats(x)
+        _check_finite_stats(mean_b, var_b, input)
+        sigma_b = torch.sqrt(var_b + self.eps)
+        with torch.no_grad():
+            sigma = torch.sqrt(self.running_var.to(x.dtype) + self.eps)
+            r = (sigma_b / sigma).clamp(1.0 / self.r_max, self.r_max)
+            d = ((mean_b - self.running_mean.to(x.dtype)) / sigma).clamp(-self.d_max, self.d_max)
+        out = (x - _as_channels(mean_b, x)) / _as_channels(sigma_b, x)
+        out = out * _as_channels(r, x) + _as_channels(d, x)
+        if self.weight is not None:
+            out = out * _as_channels(self.weight.to(x.dtype), x)
+        if self.bias is not None:
+            out = out + _as_channels(self.bias.to(x.dtype), x)
+        with torch.no_grad():  # only after success: a failed call leaves the buffers alone
+            m = self.momentum
+            self.running_mean.copy_(self.running_mean + m * (mean_b - self.running_mean))
+            new_sigma = sigma + m * (sigma_b.detach() - sigma)
+            self.running_var.copy_(new_sigma * new_sigma - self.eps)
+            self.num_batches_tracked.add_(1)
+        return out.to(input.dtype)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
