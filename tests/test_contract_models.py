@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bnteach.models import MLP, MLPWithBN, SimpleMLP, count_parameters
+from bnteach.models import MLP, MLPWithBN, ResidualMLP, SimpleMLP, count_parameters
 
 CASES = [
     ("input_size 0", lambda: MLP(0), ValueError, "input_size is 0"),
@@ -101,3 +101,36 @@ def test_valid_arguments_still_build():
     assert len(MLP(hidden_sizes=()).network) == 1  # logistic regression, no norm
     assert len(MLP(hidden_sizes=range(8, 10)).network) == 5
     assert MLP(norm=None).norm == "none"
+
+
+NEW_CASES = [
+    ("dropout 1", lambda: MLP(norm="batch", dropout=1.0), ValueError, "must be in [0, 1)"),
+    ("dropout -0.1", lambda: MLP(dropout=-0.1), ValueError, "must be in [0, 1)"),
+    ("dropout nan", lambda: MLP(dropout=float("nan")), ValueError, "must be in [0, 1)"),
+    ("dropout '0.5'", lambda: MLP(dropout="0.5"), TypeError, "probability"),
+    ("dropout_at 'first'", lambda: MLP(dropout=0.5, dropout_at="first"), ValueError, "dropout_at"),
+    ("dropout without hidden", lambda: MLP(hidden_sizes=(), dropout=0.5), ValueError, "hidden"),
+    ("ghost without size", lambda: MLP(norm="ghost"), ValueError, "needs virtual_batch_size"),
+    ("ghost size 1", lambda: MLP(norm="ghost", virtual_batch_size=1), ValueError, "at least 2"),
+    ("size without ghost", lambda: MLP(virtual_batch_size=4), ValueError, "goes with norm='ghost'"),
+    ("renorm r_max 0.5", lambda: MLP(norm="renorm", r_max=0.5), ValueError, "r_max"),
+    ("renorm d_max -1", lambda: MLP(norm="renorm", d_max=-1.0), ValueError, "d_max"),
+    ("r_max without renorm", lambda: MLP(r_max=2.0), ValueError, "go with norm='renorm'"),
+    ("residual depth 0", lambda: ResidualMLP(blocks=0), ValueError, "positive integers"),
+    ("residual depth 2.0", lambda: ResidualMLP(blocks=2.0), TypeError, "whole numbers"),
+    ("residual norm layer", lambda: ResidualMLP(norm="layer"), ValueError, "norm must be one of"),
+    ("residual init unknown", lambda: ResidualMLP(init="xavier"), ValueError, "init must be"),
+    ("zero_gamma without BN", lambda: ResidualMLP(norm="none", init="zero_gamma"), ValueError,
+     "needs norm='batch'"),
+    ("skipinit with BN", lambda: ResidualMLP(norm="batch", init="skipinit"), ValueError,
+     "WITHOUT normalization"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "call, error, phrase", [c[1:] for c in NEW_CASES], ids=[c[0] for c in NEW_CASES]
+)
+def test_variants_get_teaching_errors(call, error, phrase):
+    with pytest.raises(error) as info:
+        call()
+    assert phrase in str(info.value), str(info.value)
