@@ -46,7 +46,7 @@ CASES = [
         "the last batch holds a single sample",
     ),
     ("models a list", lambda d: run(models=["BN"]), TypeError, "non-empty dict"),
-    ("unknown argument", lambda d: run(models={"a": {"dropout": 0.1}}), ValueError, "dropout"),
+    ("unknown argument", lambda d: run(models={"a": {"dropout_p": 0.1}}), ValueError, "dropout_p"),
     (
         "input_size given",
         lambda d: run(models={"a": {"input_size": 3}}),
@@ -69,10 +69,16 @@ CASES = [
     ("data one tensor", lambda d: run(data=d[0]), TypeError, "(X_train, X_val, y_train, y_val)"),
     ("data 3 items", lambda d: run(data=d[:3]), TypeError, "(X_train, X_val, y_train, y_val)"),
     (
-        "float64 X is not cast",
+        "float64 X_train: the float32 targets are not cast",
         lambda d: run(data=(d[0].double(), *d[1:])),
         TypeError,
-        "X_train.float()",
+        "y_train.to(torch.float64)",
+    ),
+    (
+        "float64 training data: a float32 X_val is not cast",
+        lambda d: run(data=(d[0].double(), d[1], d[2].double(), d[3].double())),
+        TypeError,
+        "X_val.to(torch.float64)",
     ),
     (
         "int labels are not cast",

@@ -9,10 +9,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bnteach import sweep
-from bnteach.data import load_data, make_loaders
-from bnteach.models import MLP, MLPWithBN, SimpleMLP
+from bnteach.data import load_data, load_digits, make_loaders
+from bnteach.models import MLP, MLPWithBN, SimpleMLP, build
 from bnteach.training import History, train_model
 
 FIELDS = ("train_loss", "val_loss", "val_acc")
@@ -190,7 +191,7 @@ def test_diverging_replicas_are_marked_and_do_not_disturb_the_others(data):
         ({"epochs": 0}, ValueError, "at least 1"),
         ({"batch_size": 1}, ValueError, "at least 2"),
         ({"batch_size": 17}, ValueError, "single sample.*batch_size=16"),
-        ({"models": {"m": {"dropout": 0.5}}}, ValueError, "valid ones are .*hidden_sizes"),
+        ({"models": {"m": {"dropout_rate": 0.5}}}, ValueError, "valid ones are .*hidden_sizes"),
         ({"models": {"m": {"input_size": 20}}}, ValueError, "taken from the data"),
         ({"models": {"m": {"norm": "bn"}}}, ValueError, r"models\['m'\]: norm must be"),
         ({"models": {}}, TypeError, "non-empty dict"),
@@ -329,6 +330,9 @@ REPLICA_MODELS = {
     "deep-tanh-BN": {"norm": "batch", "activation": "tanh", "hidden_sizes": (32,) * 4},
     # Widths that are no multiple of a vector register: replicas' features share registers.
     "odd-BN": {"norm": "batch", "hidden_sizes": (10, 7)},
+    "ghost": {"norm": "ghost", "virtual_batch_size": 12, "hidden_sizes": (16,)},
+    "renorm-dropout": {"norm": "renorm", "dropout": 0.3, "hidden_sizes": (16, 16)},
+    "residual-sgd": {"blocks": 2, "width": 8, "optimizer": "sgd", "weight_decay": 1e-3},
 }
 
 
@@ -353,3 +357,280 @@ def test_adam_updates_each_lrs_rows_as_runs_of_consecutive_rows():
     """Rows of one lr are updated as slices; a frozen row in the middle splits its run."""
     assert sweep._runs([0, 1, 2, 5, 6]) == [(0, 3), (5, 7)]
     assert sweep._runs([4]) == [(4, 5)] and sweep._runs([]) == []
+
+
+# -- what the engine gained: other norms, dropout, residual nets, SGD, weight decay, class
+# labels, starting weights, more splits, modules back. The reference is plain PyTorch:
+# autograd and torch.optim on one module, with the engine's shuffle order and dropout masks.
+
+
+class SeededDropout(torch.nn.Module):
+    """nn.Dropout drawing its masks as the engine does, from ``sweep.dropout_generator``."""
+
+    def __init__(self, p, generator):
+        super().__init__()
+        self.keep, self.generator = 1 - p, generator
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        mask = torch.empty(x.shape, dtype=x.dtype).bernoulli_(self.keep, generator=self.generator)
+        return x * mask.div_(self.keep)
+
+
+def plain_loop(model, data, seed, epochs, lr, batch_size=64, eval_sets=(), **options):
+    """One module trained by autograd and torch.optim; per epoch: the sample-weighted train
+    loss, then (loss, accuracy) of the validation split and each eval set in eval mode."""
+    X_train, X_val, y_train, y_val = data
+    classes = y_train.dtype == torch.long
+    loss_fn = F.cross_entropy if classes else F.binary_cross_entropy_with_logits
+    g = sweep.dropout_generator(seed)
+    for name, m in list(model.named_modules()):
+        if isinstance(m, torch.nn.Dropout):
+            model.set_submodule(name, SeededDropout(m.p, g))
+    wd = options.get("weight_decay", 0.0)
+    norm_types = (torch.nn.LayerNorm, *sweep._BN_TYPES)
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters()
+    }
+    decay = options.get("decay_norm", True)
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in norm_params], "weight_decay": wd},
+        {
+            "params": [p for p in model.parameters() if id(p) in norm_params],
+            "weight_decay": wd if decay else 0.0,
+        },
+    ]
+    if options.get("optimizer", "adam") == "sgd":
+        opt = torch.optim.SGD(groups, lr=lr)
+    else:
+        opt = torch.optim.Adam(groups, lr=lr, fused=True)
+    shuffle = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(X_train.shape[0], generator=shuffle)
+        model.train()
+        total = 0.0
+        for idx in order.split(batch_size):
+            loss = loss_fn(model(X_train[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        row = [total / X_train.shape[0]]
+        model.eval()
+        with torch.no_grad():
+            for X, y in [(X_val, y_val), *eval_sets]:
+                logits = model(X)
+                hit = logits.argmax(1) == y if classes else (logits > 0).to(y.dtype) == y
+                row += [loss_fn(logits, y).item(), hit.double().mean().item()]
+        out.append(row)
+    return out
+
+
+def engine_rows(result, k):
+    """The same per-epoch rows for replica k of a SweepResult."""
+    cols = [result.train_loss[k]]
+    for split in result.splits:
+        cols += list(result.evals[split])
+        cols[-2:] = [cols[-2][k], cols[-1][k]]
+    return torch.stack(cols, 1).tolist()
+
+
+def assert_agrees(result, data, start, atol, eval_sets=(), batch_size=64):
+    """Every replica of ``result`` against plain_loop on ``start(name, seed)``."""
+    for k, r in enumerate(result.replicas):
+        options = {o: result.models[r.model][o] for o in sweep.TRAINING_DEFAULTS}
+        ref = plain_loop(start(r.model, r.seed), data, r.seed, result.epochs, r.lr,
+                         batch_size, eval_sets, **options)  # fmt: skip
+        got = engine_rows(result, k)
+        for e, (a, b) in enumerate(zip(got, ref)):
+            for i, (x, y) in enumerate(zip(a, b)):
+                tol = atol if i == 0 or i % 2 else 2.5 / data[1].shape[0]  # accuracy: 2 flips
+                assert abs(x - y) <= tol, (
+                    f"{r.model} seed {r.seed}: epoch {e + 1} column {i}: {x} vs {y}"
+                )
+
+
+def built(result, data):
+    """start(name, seed): the module the engine builds for that replica."""
+
+    def start(name, seed):
+        spec = {k: v for k, v in result.models[name].items() if k not in sweep.TRAINING_DEFAULTS}
+        torch.manual_seed(seed)
+        n_out = 1 if data[2].dtype != torch.long else int(data[2].max()) + 1
+        return build(data[0].shape[1], n_out, **spec).to(data[0].dtype)
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def digits_flat():
+    return load_digits(flat=True)
+
+
+@pytest.fixture(scope="module")
+def data64():
+    """The tutorial's data in float64: the engine trains in float64 and agrees to ~1e-12."""
+    return tuple(t.double() for t in load_data(n_samples=400))
+
+
+NEW_VARIANTS = {
+    "ghost": {"norm": "ghost", "virtual_batch_size": 16, "hidden_sizes": (16, 8)},
+    "ghost-ragged": {"norm": "ghost", "virtual_batch_size": 24, "hidden_sizes": (16,)},
+    "renorm": {"norm": "renorm", "hidden_sizes": (16, 8), "bias": False},
+    "renorm-tight": {"norm": "renorm", "r_max": 1.5, "d_max": 0.5, "hidden_sizes": (16,)},
+    "dropout-every": {"norm": "batch", "dropout": 0.4, "hidden_sizes": (16, 8)},
+    "dropout-last": {"norm": "batch", "dropout": 0.4, "dropout_at": "last", "hidden_sizes": (8,)},
+    "residual-bn": {"blocks": 3, "width": 12},
+    "residual-zero-gamma": {"blocks": 3, "width": 12, "init": "zero_gamma"},
+    "skipinit": {"blocks": 3, "width": 12, "norm": "none", "init": "skipinit"},
+    "fixup-sgd": {"blocks": 3, "width": 12, "norm": "none", "init": "fixup", "optimizer": "sgd"},
+    "sgd-wd": {"norm": "batch", "hidden_sizes": (16,), "optimizer": "sgd", "weight_decay": 1e-2},
+    "adam-wd-no-norm-decay": {"norm": "batch", "hidden_sizes": (16,), "weight_decay": 1e-2,
+                              "decay_norm": False},
+}  # fmt: skip
+
+
+def test_new_variants_agree_with_plain_pytorch_in_float64(data64):
+    """Every new layer's hand-written forward and backward, both optimizers and weight decay,
+    against autograd and torch.optim, in float64 (batch 48: a ragged last batch of 16)."""
+    result = sweep.run([3], [0.05], epochs=3, batch_size=48, models=NEW_VARIANTS, data=data64)
+    assert_agrees(result, data64, built(result, data64), atol=1e-9, batch_size=48)
+
+
+def test_class_labels_train_with_cross_entropy(digits_flat):
+    """Digits (10 classes, int64 labels): cross-entropy and argmax accuracy, in float64 (in
+    float32 Adam's first, sign-like steps amplify rounding to ~1e-3 in the loss)."""
+    models = {
+        "BN": {"norm": "batch", "hidden_sizes": (32,), "bias": False},
+        "res": {"blocks": 2, "width": 16, "init": "zero_gamma"},
+    }
+    data = tuple(t.double() if t.is_floating_point() else t for t in digits_flat)
+    result = sweep.run([0, 1], [0.01], epochs=2, models=models, data=data)
+    assert_agrees(result, data, built(result, data), atol=1e-9)
+    assert result.val_acc[:, -1].min() > 0.8
+
+
+def test_inits_start_replicas_from_given_modules(data64):
+    """Weights and BN buffers (running statistics, num_batches_tracked) come from the given
+    modules; the seed still sets the shuffle order."""
+    spec = {"norm": "batch", "hidden_sizes": (16, 8)}
+
+    def start(name, seed):
+        torch.manual_seed(100 + seed)
+        m = MLP(20, (16, 8), norm="batch").double()
+        with torch.no_grad():
+            m.network[0].weight.mul_(3.0)
+            m.network[1].running_mean.fill_(0.5)
+        m.network[1].num_batches_tracked.fill_(7)
+        return m
+
+    result = sweep.run([0, 1], [0.01], epochs=2, models={"m": spec}, data=data64, inits=start)
+    assert_agrees(result, data64, start, atol=1e-9)
+    as_dict = {"m": {0: start("m", 0), 1: start("m", 1)}}
+    again = sweep.run([0, 1], [0.01], epochs=2, models={"m": spec}, data=data64, inits=as_dict)
+    assert torch.equal(again.val_loss, result.val_loss)
+    (m0, _) = result.to_modules()
+    steps = 2 * math.ceil(data64[0].shape[0] / 64)
+    assert int(m0.network[1].num_batches_tracked) == 7 + steps
+
+
+def test_eval_sets_are_evaluated_every_epoch(data64):
+    X_val, y_val = data64[1], data64[3]
+    eval_sets = {"shifted": (X_val + 1.0, y_val), "half": (X_val[:40], y_val[:40])}
+    models = {"BN": {"norm": "batch", "hidden_sizes": (16,)}}
+    result = sweep.run([2], [0.01], epochs=2, models=models, data=data64, eval_sets=eval_sets)
+    assert result.splits == ["val", "shifted", "half"]
+    assert_agrees(result, data64, built(result, data64), atol=1e-9,
+                  eval_sets=list(eval_sets.values()))  # fmt: skip
+    (h,) = result.histories(split="shifted")
+    assert h.val_loss == result.evals["shifted"][0][0].tolist()
+    assert h.train_loss == result.histories()[0].train_loss
+    with pytest.raises(ValueError, match="split='test' is not in this sweep"):
+        result.histories(split="test")
+
+
+def test_to_modules_give_the_engines_outputs(digits_flat):
+    models = {
+        "BN": {"norm": "batch", "hidden_sizes": (32,)},
+        "ghost": {"norm": "ghost", "virtual_batch_size": 8, "hidden_sizes": (32,)},
+        "renorm": {"norm": "renorm", "hidden_sizes": (32,), "dropout": 0.2},
+        "res": {"blocks": 2, "width": 16, "init": "zero_gamma"},
+        "skip": {"blocks": 2, "width": 16, "norm": "none", "init": "skipinit"},
+    }
+    result = sweep.run([0, 1], [0.01, 1e20], epochs=2, models=models, data=digits_flat)
+    modules = result.to_modules()
+    assert len(modules) == len(result.replicas)
+    X_val, y_val = digits_flat[1], digits_flat[3]
+    for r, m, k in zip(result.replicas, modules, range(len(modules))):
+        if r.lr == 1e20:
+            assert m is None and r.diverged_at is not None
+            continue
+        assert not m.training and type(m).__name__ in ("MLP", "ResidualMLP")
+        with torch.no_grad():
+            logits = m(X_val)
+        loss = F.cross_entropy(logits, y_val).item()
+        acc = (logits.argmax(1) == y_val).double().mean().item()
+        assert abs(loss - result.val_loss[k, -1].item()) < 1e-5
+        assert abs(acc - result.val_acc[k, -1].item()) < 1e-9
+    assert len(result.to_modules(model="BN", lr=0.01)) == 2
+    partial = next(
+        sweep.stream([0], [0.01], epochs=2, models={"BN": models["BN"]}, data=digits_flat)
+    )
+    with pytest.raises(ValueError, match="partial result"):
+        partial.to_modules()
+
+
+def test_ghost_bn_is_per_device_bn_on_its_chunks(data64):
+    """With virtual_batch_size = batch_size the ghost chunks are the batches: plain BN."""
+    ghost = {"g": {"norm": "ghost", "virtual_batch_size": 50, "hidden_sizes": (16,)}}
+    plain = {"g": {"norm": "batch", "hidden_sizes": (16,)}}
+    a = sweep.run([0], [0.01], epochs=2, batch_size=50, models=ghost, data=data64)
+    b = sweep.run([0], [0.01], epochs=2, batch_size=50, models=plain, data=data64)
+    torch.testing.assert_close(a.val_loss, b.val_loss, rtol=0, atol=1e-12)
+
+
+def test_renorm_with_no_room_to_correct_trains_like_bn(data64):
+    """r_max = 1, d_max = 0: the outputs (so the weights) are BatchNorm's; only the running
+    statistics differ (a running standard deviation, as in the paper)."""
+    renorm = {"r": {"norm": "renorm", "r_max": 1.0, "d_max": 0.0, "hidden_sizes": (16,)}}
+    plain = {"r": {"norm": "batch", "hidden_sizes": (16,)}}
+    a = sweep.run([0], [0.01], epochs=2, models=renorm, data=data64)
+    b = sweep.run([0], [0.01], epochs=2, models=plain, data=data64)
+    torch.testing.assert_close(a.train_loss, b.train_loss, rtol=0, atol=1e-12)
+    (ma,), (mb,) = a.to_modules(), b.to_modules()
+    for name in ("network.0.weight", "network.1.weight"):
+        torch.testing.assert_close(ma.state_dict()[name], mb.state_dict()[name], rtol=0, atol=1e-12)
+    assert not torch.allclose(ma.network[1].running_var, mb.network[1].running_var)
+
+
+def test_private_kernels_exist_and_their_public_fallbacks_agree(data, monkeypatch):
+    """The engine calls torch._fused_adam_ (private) and torch.ops.aten's activation
+    backward kernels. If a future torch drops them, this test says so; the public routes the
+    engine then takes give the same numbers (Adam: bitwise; activations: to rounding)."""
+    assert hasattr(torch, "_fused_adam_"), (
+        f"torch {torch.__version__} has no torch._fused_adam_: the engine falls back to "
+        f"torch.optim.adam.adam(fused=True) (tested below); update sweep._adam_step's note."
+    )
+    for name in ("threshold_backward", "tanh_backward", "sigmoid_backward", "gelu_backward"):
+        assert sweep._aten(name) is not None, f"torch.ops.aten.{name} is gone: see sweep._aten"
+    models = {
+        a: {"activation": a, "hidden_sizes": (16,)} for a in ("relu", "tanh", "sigmoid", "gelu")
+    }
+    before = sweep.run([0, 1], [0.01, 0.03], epochs=2, models=models, data=data)
+    monkeypatch.setattr(sweep, "_fused_kernel", lambda: None)
+    monkeypatch.setattr(sweep, "_aten", lambda name: None)
+    sweep._backward_op.cache_clear()
+    try:
+        after = sweep.run([0, 1], [0.01, 0.03], epochs=2, models=models, data=data)
+    finally:
+        sweep._backward_op.cache_clear()
+    torch.testing.assert_close(after.val_loss, before.val_loss, rtol=0, atol=1e-5)
+    plain = {"relu": models["relu"]}
+    monkeypatch.undo()
+    sweep._backward_op.cache_clear()
+    kernel = sweep.run([0, 1], [0.01, 0.03], epochs=2, models=plain, data=data)
+    monkeypatch.setattr(sweep, "_fused_kernel", lambda: None)
+    public = sweep.run([0, 1], [0.01, 0.03], epochs=2, models=plain, data=data)
+    assert torch.equal(kernel.val_loss, public.val_loss)
