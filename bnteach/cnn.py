@@ -95,7 +95,7 @@ class SmallCNN(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
             raise ValueError(
                 f"SmallCNN expects images of shape (N, 1, 8, 8), got {tuple(x.shape)}. "
-                f"load_digits_images() gives that shape; a single image needs x.unsqueeze(0)."
+                f"load_digits() gives that shape; a single image needs x.unsqueeze(0)."
             )
         return self.head(self.features(x).flatten(1))
 
@@ -114,7 +114,7 @@ def _check_model(model, what):
 def _check_data(data, n_classes=10):
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise ValueError(
-            "data must be the 4 tensors (X_train, X_val, y_train, y_val) of load_digits_images()."
+            "data must be the 4 tensors (X_train, X_val, y_train, y_val) of load_digits()."
         )
     X_train, X_val, y_train, y_val = data
     for name, X, y in (("train", X_train, y_train), ("val", X_val, y_val)):

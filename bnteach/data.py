@@ -196,36 +196,106 @@ def make_loaders(
     return train, val
 
 
-def load_digits_images(test_size=0.2, seed=42):
-    """scikit-learn's 8x8 digits as image tensors ``X_train, X_val, y_train, y_val``.
+DIGITS_SHAPE = (1, 8, 8)
 
-    ``X_*``: ``(N, 1, 8, 8)`` float32 (one channel), ``y_*``: ``(N,)`` int64 class labels 0-9
-    (for ``CrossEntropyLoss``). 1797 images ship with scikit-learn (no download); the split is
-    stratified, ``test_size`` for validation with ``random_state=seed`` (defaults: 1437 train /
-    360 validation). Standardised with ONE mean and standard deviation over all training pixels
-    (fitted on the training split only), so an image stays an image: every pixel is scaled
-    alike, and the validation split is scaled with the training split's numbers.
+
+def load_digits(flat=False, test_size=0.2, seed=42):
+    """scikit-learn's 8x8 digits as tensors ``X_train, X_val, y_train, y_val``; no download.
+
+    ``X_*``: ``(N, 1, 8, 8)`` float32 images, or ``(N, 64)`` rows with ``flat=True`` (the same
+    numbers, ``X.reshape(-1, 64)``); ``y_*``: ``(N,)`` int64 class labels 0-9 (what
+    ``CrossEntropyLoss`` expects). The 1797 images are split stratified by class, ``test_size``
+    for validation with ``random_state=seed`` (defaults: 1437 train / 360 validation), and
+    standardised with ONE mean and standard deviation over all training pixels (fitted on the
+    training split only): every pixel is scaled alike, so an image stays an image and a
+    brightness or contrast change stays one after scaling.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits as sklearn_digits
 
-    if isinstance(test_size, bool) or not isinstance(test_size, float) or not 0 < test_size < 1:
-        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be a whole number, got {seed!r}.")
-    digits = load_digits()
+    checks.flag(flat, "flat")
+    test_size = checks.fraction(test_size, "test_size", example=0.2)
+    if not 10 / 1797 <= test_size <= 1 - 10 / 1797:
+        raise ValueError(
+            f"test_size={test_size!r} leaves fewer than 10 of the 1797 digits on one side of "
+            f"the split, too few to hold every class: use a fraction such as 0.2."
+        )
+    seed = checks.whole_number(seed, "seed", minimum=0, example=42)
+    if seed >= 2**32:
+        raise ValueError(f"seed must be below 2**32 (scikit-learn's limit), got {seed}.")
+    digits = sklearn_digits()
     X_train, X_val, y_train, y_val = train_test_split(
-        digits.images,
-        digits.target,
-        test_size=test_size,
-        random_state=seed,
+        digits.images, digits.target, test_size=test_size, random_state=seed,
         stratify=digits.target,
-    )
+    )  # fmt: skip
     mean, std = X_train.mean(), X_train.std()
+    shape = (-1, 64) if flat else (-1, *DIGITS_SHAPE)
 
     def images(a):
-        return torch.tensor((a - mean) / std, dtype=torch.float32).unsqueeze(1)
+        return torch.tensor((a - mean) / std, dtype=torch.float32).reshape(shape)
 
     def labels(a):
         return torch.tensor(a, dtype=torch.long)
 
     return images(X_train), images(X_val), labels(y_train), labels(y_val)
+
+
+# ----------------------------------------------------------------------------- shifted data
+
+SHIFTS = {
+    "offset": "every pixel brighter by 0.75 * severity (the training pixels' std is 1)",
+    "contrast": "pixels scaled by 2 ** -severity around 0 (x0.5 at severity 1)",
+    "blur": "Gaussian blur of standard deviation severity pixels",
+    "rotation": "rotated by 20 * severity degrees about the centre",
+    "noise": "Gaussian noise of standard deviation 0.5 * severity added to every pixel",
+}
+MAX_SEVERITY = 5.0
+_NEEDS_IMAGES = ("blur", "rotation")
+
+
+def _check_shift(X, kind, severity, seed):
+    if not isinstance(kind, str) or kind not in SHIFTS:
+        raise ValueError(f"kind must be one of {list(SHIFTS)}, got {kind!r}.")
+    checks.fraction(severity, "severity", 0.0, MAX_SEVERITY, closed=True, example=1.0)
+    checks.tensor(X, "X", floating=True, min_rows=1)
+    checks.finite(X, "X")
+    if kind in _NEEDS_IMAGES and (X.dim() != 4 or X.shape[1] != 1):
+        raise ValueError(
+            f"kind={kind!r} moves pixels, so it needs images (N, 1, H, W) such as "
+            f"load_digits() gives, got shape {tuple(X.shape)}. For flat rows (N, 64) pass "
+            f"X.reshape(-1, 1, 8, 8) and flatten the result again."
+        )
+    if kind == "noise" and seed is None:
+        raise ValueError("kind='noise' draws random numbers: give a seed, e.g. seed=0.")
+    if seed is not None:
+        checks.whole_number(seed, "seed", minimum=0, example=0)
+
+
+def shifted(X, kind, severity=1.0, seed=None):
+    """A shifted copy of the digits ``X``: the same shape, dtype and order (labels unchanged).
+
+    X: ``(N, 1, 8, 8)`` images or ``(N, 64)`` rows of :func:`load_digits`. kind: one of
+    :data:`SHIFTS` (blur and rotation need the image form). severity: 0 (the identity) to
+    ``MAX_SEVERITY``. seed: for ``"noise"`` (required; the other kinds are deterministic).
+    Pure: ``X`` is not changed. Blur and rotation use ``scipy.ndimage`` (edges: the nearest
+    pixel, so the background stays background).
+    """
+    _check_shift(X, kind, severity, seed)
+    if severity == 0:
+        return X.clone()
+    if kind == "offset":
+        return X + 0.75 * severity
+    if kind == "contrast":
+        return X * 2.0**-severity
+    if kind == "noise":
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(X.shape, generator=g, dtype=X.dtype).to(X.device)
+        return X + 0.5 * severity * noise
+    from scipy import ndimage
+
+    a = X.detach().cpu().double().numpy()
+    if kind == "blur":
+        out = ndimage.gaussian_filter(a, sigma=(0, 0, severity, severity), mode="nearest")
+    else:
+        out = ndimage.rotate(a, 20.0 * severity, axes=(3, 2), reshape=False, order=1,
+                             mode="nearest")  # fmt: skip
+    return torch.from_numpy(out).to(dtype=X.dtype, device=X.device)

@@ -2,7 +2,6 @@
 
 Each piece measures one thing:
 
-- :func:`load_digits_data`: scikit-learn's 8x8 digits (ships with it, no download), 10 classes.
 - :class:`LayerRecorder`: forward/backward hooks that record per-layer statistics of one pass
   (pre-activation and activation mean/std, saturated or dead units, gradient sizes).
 - :func:`weight_snapshot` and :func:`update_to_data`: how large an optimizer step was,
@@ -31,7 +30,6 @@ from bnteach.batchnorm import bn_layers
 from bnteach.stats import seeds
 
 __all__ = [
-    "load_digits_data",
     "linear_layers",
     "LayerRecorder",
     "weight_snapshot",
@@ -48,36 +46,6 @@ SATURATION_SLOPE = 0.1
 
 
 # ----------------------------------------------------------------------------------- data
-
-
-def load_digits_data(seed=0, test_size=0.25):
-    """scikit-learn's digits as tensors ``X_train, X_val, y_train, y_val``.
-
-    1797 images of 8x8 pixels, flattened to 64 features; 10 classes (the digits 0-9).
-    ``X_*``: ``(N, 64)`` float32, standardized with the training split's mean and standard
-    deviation (pixels that are constant in training are only centred). ``y_*``: ``(N,)`` int64
-    class labels, the targets ``nn.CrossEntropyLoss`` expects. Split stratified by class with
-    ``random_state=seed``; ``test_size=0.25`` gives 1347 / 450 samples.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
-    test_size = checks.fraction(test_size, "test_size", example=0.25)
-    if not 10 / 1797 <= test_size <= 1 - 10 / 1797:
-        raise ValueError(
-            f"test_size={test_size!r} leaves fewer than 10 of the 1797 digits on one side of "
-            f"the split, too few to hold every class: use a fraction such as 0.25."
-        )
-    X, y = load_digits(return_X_y=True)
-    X_train, X_val, y_train, y_val = train_test_split(
-        X, y, test_size=test_size, random_state=seed, stratify=y
-    )
-    X_train, X_val = (torch.tensor(a, dtype=torch.float32) for a in (X_train, X_val))
-    mean, std = X_train.mean(0), X_train.std(0)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    y_train, y_val = (torch.tensor(a, dtype=torch.int64) for a in (y_train, y_val))
-    return (X_train - mean) / std, (X_val - mean) / std, y_train, y_val
 
 
 # ------------------------------------------------------------------------ layer statistics

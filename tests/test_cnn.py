@@ -1,39 +1,16 @@
-"""bnteach.cnn and the digits loader: shapes, the stacked trainer against the plain loop, errors."""
+"""bnteach.cnn: shapes, the stacked trainer against the plain loop, errors."""
 
 import pytest
 import torch
 from torch import nn
 
 from bnteach.cnn import NORMS, SmallCNN, _build, evaluate_cnn, make_norm, train_cnn, train_cnns
-from bnteach.data import load_digits_images
+from bnteach.data import load_digits
 
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_digits_images()
-
-
-def test_digits_shapes_split_and_scaling(digits):
-    X_train, X_val, y_train, y_val = digits
-    assert X_train.shape == (1437, 1, 8, 8) and X_val.shape == (360, 1, 8, 8)
-    assert X_train.dtype == torch.float32 and y_train.dtype == torch.long
-    assert y_train.shape == (1437,) and set(y_val.tolist()) == set(range(10))
-    # standardised with the training split's numbers only
-    assert abs(X_train.mean().item()) < 1e-5 and abs(X_train.std().item() - 1) < 1e-3
-    assert abs(X_val.mean().item()) > 1e-4  # the validation split was not fitted
-    # an image stays an image: ONE affine map for every pixel, so the 17 raw grey levels
-    # (0..16) stay 17 values (a per-pixel scaler would give hundreds)
-    assert torch.unique(X_train).numel() == 17
-    assert torch.unique(X_val).numel() <= 17
-
-
-def test_digits_is_deterministic_and_validates(digits):
-    again = load_digits_images()
-    assert all(torch.equal(a, b) for a, b in zip(digits, again))
-    with pytest.raises(ValueError, match="test_size"):
-        load_digits_images(test_size=1.5)
-    with pytest.raises(TypeError, match="seed"):
-        load_digits_images(seed="42")
+    return load_digits()
 
 
 @pytest.mark.parametrize("norm", NORMS)

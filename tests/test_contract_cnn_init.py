@@ -8,13 +8,12 @@ import pytest
 from torch import nn
 
 from bnteach import checks, cnn, graphs, init
-from bnteach.data import load_data, load_digits_images
-from bnteach.models import MLP
+from bnteach.data import load_digits
 
 
 @pytest.fixture(scope="module")
 def digits():
-    X_train, X_val, y_train, y_val = load_digits_images()
+    X_train, X_val, y_train, y_val = load_digits()
     return X_train[:120], X_val[:40], y_train[:120], y_val[:40]
 
 
@@ -98,40 +97,6 @@ CASES = [
         TypeError,
         "MLP",
     ),
-    (
-        "together: a model",
-        lambda d: lambda: init.train_together(MLP(), [0], epochs=1),
-        TypeError,
-        "list of MLPs",
-    ),
-    (
-        "together: not MLPs",
-        lambda d: lambda: init.train_together(["m"], [0], epochs=1),
-        TypeError,
-        "models[0] must be a bnteach.models.MLP",
-    ),
-    (
-        "together: seeds a string",
-        lambda d: lambda: init.train_together([MLP()], "0", epochs=1),
-        TypeError,
-        "seeds must be a list",
-    ),
-    (
-        "together: seeds and models",
-        lambda d: lambda: init.train_together([MLP()], [0, 1], epochs=1),
-        ValueError,
-        "one seed per model",
-    ),
-    (
-        "together: float64 data",
-        lambda d: (
-            lambda: init.train_together(
-                [MLP()], [0], epochs=1, data=tuple(t.double() for t in load_data(n_samples=100))
-            )
-        ),
-        TypeError,
-        "X_train.float()",
-    ),
     # --- graphs
     ("graph: width 0", lambda d: lambda: graphs.bn_graph_figure(width=0), ValueError, "width"),
     (
@@ -148,16 +113,6 @@ def test_bad_input_gets_a_teaching_error(digits, make, error, phrase):
     with pytest.raises(error) as info:
         make(digits)()
     assert phrase in str(info.value), str(info.value)
-
-
-def test_train_together_takes_data_in_the_models_dtype():
-    """float64 models train on float64 data (the check reads the models' dtype), and the
-    message for a mismatch names the models' dtype."""
-    data = tuple(t.double() for t in load_data(n_samples=100))
-    (history,) = init.train_together([MLP().double()], [0], epochs=1, data=data)
-    assert len(history.train_loss) == 1
-    with pytest.raises(TypeError, match=r"built in torch.float64: convert it with X_train.to"):
-        init.train_together([MLP().double()], [0], epochs=1, data=load_data(n_samples=100))
 
 
 def test_train_cnns_reads_the_class_count_of_the_models_given(digits):

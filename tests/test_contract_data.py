@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bnteach import checks
-from bnteach.data import TensorLoader, load_data, make_loaders
+from bnteach.data import TensorLoader, load_data, load_digits, make_loaders, shifted
 
 X, Y = torch.randn(10, 3), (torch.rand(10, 1) > 0.5).float()
 
@@ -218,3 +218,52 @@ def test_valid_inputs_still_work():
     train, val = make_loaders(X, X[:4], Y, Y[:4], batch_size=4, drop_last=True)
     assert len(train) == 2 and len(val) == 1
     assert load_data(n_samples=np.int64(50), seed=np.int32(1))[0].shape == (40, 20)
+
+
+DIGITS = load_digits()[1][:8]
+SHIFT_CASES = [
+    ("digits flat 'yes'", lambda: load_digits(flat="yes"), TypeError, "flat must be True or False"),
+    ("digits seed -1", lambda: load_digits(seed=-1), ValueError, "seed must be at least 0"),
+    ("digits seed 0.5", lambda: load_digits(seed=0.5), TypeError, "whole number"),
+    ("digits test_size 2", lambda: load_digits(test_size=2), ValueError, "test_size"),
+    ("digits test_size '0.2'", lambda: load_digits(test_size="0.2"), TypeError, "test_size"),
+    ("digits test_size 0.001", lambda: load_digits(test_size=0.001), ValueError, "fewer than 10"),
+    ("shift kind unknown", lambda: shifted(DIGITS, "fog"), ValueError, "'offset', 'contrast'"),
+    ("shift kind None", lambda: shifted(DIGITS, None), ValueError, "kind must be one of"),
+    ("severity nan", lambda: shifted(DIGITS, "blur", math.nan), ValueError, "severity"),
+    ("severity -1", lambda: shifted(DIGITS, "offset", -1.0), ValueError, "severity"),
+    ("severity 9", lambda: shifted(DIGITS, "offset", 9.0), ValueError, "severity"),
+    ("severity '1'", lambda: shifted(DIGITS, "offset", "1"), TypeError, "severity"),
+    (
+        "rotation of flat rows",
+        lambda: shifted(DIGITS.reshape(-1, 64), "rotation"),
+        ValueError,
+        "needs images (N, 1, H, W)",
+    ),
+    ("blur of flat rows", lambda: shifted(DIGITS.reshape(-1, 64), "blur"), ValueError, "reshape"),
+    ("noise without a seed", lambda: shifted(DIGITS, "noise"), ValueError, "give a seed"),
+    ("noise seed -3", lambda: shifted(DIGITS, "noise", seed=-3), ValueError, "seed"),
+    ("shift a list", lambda: shifted([[1.0]], "offset"), TypeError, "tensor"),
+    ("shift empty", lambda: shifted(DIGITS[:0], "offset"), ValueError, "X"),
+    (
+        "shift NaN pixels",
+        lambda: shifted(with_nan(DIGITS), "offset"),
+        ValueError,
+        "NaN",
+    ),
+]
+
+
+def with_nan(X):
+    X = X.clone()
+    X[1, 0, 2, 2] = math.nan
+    return X
+
+
+@pytest.mark.parametrize(
+    "call, error, phrase", [c[1:] for c in SHIFT_CASES], ids=[c[0] for c in SHIFT_CASES]
+)
+def test_digits_and_shifts_get_teaching_errors(call, error, phrase):
+    with pytest.raises(error) as info:
+        call()
+    assert phrase in str(info.value), str(info.value)

@@ -15,7 +15,6 @@ from bnteach.diagnostics import (
     covariate_shift,
     gradient_step_probe,
     linear_layers,
-    load_digits_data,
     update_to_data,
     weight_snapshot,
 )
@@ -36,21 +35,6 @@ X_NAN[2, 3] = math.nan
 
 
 CASES = [
-    ("digits seed -1", lambda: load_digits_data(seed=-1), ValueError, "seed must be at least 0"),
-    (
-        "digits seed 0.5",
-        lambda: load_digits_data(seed=0.5),
-        TypeError,
-        "seed must be a whole number",
-    ),
-    ("digits test_size 2", lambda: load_digits_data(test_size=2), ValueError, "test_size"),
-    ("digits test_size '0.25'", lambda: load_digits_data(test_size="0.25"), TypeError, "test_size"),
-    (
-        "digits test_size 0.001",
-        lambda: load_digits_data(test_size=0.001),
-        ValueError,
-        "fewer than 10",
-    ),
     ("linear_layers of a list", lambda: linear_layers([nn.Linear(2, 2)]), TypeError, "nn.Module"),
     ("weight_snapshot of None", lambda: weight_snapshot(None), TypeError, "nn.Module"),
     ("LayerRecorder of a function", lambda: LayerRecorder(print), TypeError, "nn.Module"),

@@ -4,7 +4,7 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
-from bnteach.data import TensorLoader, load_data, make_loaders
+from bnteach.data import SHIFTS, TensorLoader, load_data, load_digits, make_loaders, shifted
 
 
 def test_seed_experiment_shapes_and_types(data):
@@ -115,3 +115,75 @@ def test_validation_loader_is_unshuffled_whole_set_by_default(data):
 def test_tensor_loader_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="must match"):
         TensorLoader(torch.zeros(5, 2), torch.zeros(4, 1))
+
+
+# ------------------------------------------------------------------------------ the digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+def test_digits_shapes_split_and_scaling(digits):
+    X_train, X_val, y_train, y_val = digits
+    assert X_train.shape == (1437, 1, 8, 8) and X_val.shape == (360, 1, 8, 8)
+    assert X_train.dtype == torch.float32 and y_train.dtype == torch.long
+    assert y_train.shape == (1437,) and set(y_val.tolist()) == set(range(10))
+    # stratified: every class keeps its share in both splits
+    counts = torch.bincount(y_train, minlength=10) / 1437 - torch.bincount(y_val) / 360
+    assert counts.abs().max() < 0.01
+    # standardised with the training split's numbers only
+    assert abs(X_train.mean().item()) < 1e-5 and abs(X_train.std().item() - 1) < 1e-3
+    assert abs(X_val.mean().item()) > 1e-4  # the validation split was not fitted
+    # an image stays an image: ONE affine map for every pixel, so the 17 raw grey levels
+    # (0..16) stay 17 values (a per-pixel scaler would give hundreds)
+    assert torch.unique(X_train).numel() == 17
+    assert torch.unique(X_val).numel() <= 17
+
+
+def test_flat_digits_are_the_images_flattened(digits):
+    flat = load_digits(flat=True)
+    assert flat[0].shape == (1437, 64)
+    for a, b in zip(flat, digits):
+        assert torch.equal(a, b.reshape(a.shape))
+
+
+def test_digits_are_deterministic_and_the_seed_moves_the_split(digits):
+    assert all(torch.equal(a, b) for a, b in zip(digits, load_digits()))
+    assert not torch.equal(load_digits(seed=1)[0], digits[0])
+    assert load_digits(test_size=0.25)[1].shape[0] == 450
+
+
+@pytest.mark.parametrize("kind", list(SHIFTS))
+def test_shifts_are_pure_deterministic_shape_preserving_and_identity_at_zero(digits, kind):
+    X = digits[1]
+    before = X.clone()
+    a, b = shifted(X, kind, 1.0, seed=3), shifted(X, kind, 1.0, seed=3)
+    assert torch.equal(X, before)  # pure
+    assert torch.equal(a, b) and a.shape == X.shape and a.dtype == X.dtype
+    assert not torch.equal(a, X)
+    assert torch.equal(shifted(X, kind, 0.0, seed=3), X)
+    # stronger shifts move the pixels further
+    far = shifted(X, kind, 2.0, seed=3)
+    assert (far - X).abs().mean() > (a - X).abs().mean()
+    if kind not in ("blur", "rotation"):  # pixel-wise shifts work on flat rows too
+        flat = shifted(X.reshape(-1, 64), kind, 1.0, seed=3)
+        assert torch.equal(flat, a.reshape(-1, 64))
+
+
+def test_shifts_do_what_they_say(digits):
+    X = digits[1]
+    assert torch.allclose(shifted(X, "offset", 2.0), X + 1.5)
+    assert torch.allclose(shifted(X, "contrast", 1.0), X * 0.5)
+    noise = shifted(X, "noise", 1.0, seed=0) - X
+    assert abs(noise.std().item() - 0.5) < 0.02 and abs(noise.mean().item()) < 0.02
+    # blur keeps the mean brightness of an image (edges extended, weights summing to 1)
+    # up to the border, and lowers the contrast between neighbouring pixels
+    blur = shifted(X, "blur", 1.0)
+    assert (blur.diff(dim=3).abs().mean() < X.diff(dim=3).abs().mean()).item()
+    # a quarter turn (severity 4.5: 90 degrees) of a horizontal bar is a vertical bar
+    bar = torch.zeros(1, 1, 8, 8)
+    bar[0, 0, 3:5, :] = 1.0
+    turned = shifted(bar, "rotation", 4.5)  # 90 degrees
+    assert torch.allclose(turned[0, 0], bar[0, 0].T, atol=1e-6)

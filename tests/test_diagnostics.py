@@ -15,7 +15,6 @@ from bnteach.diagnostics import (
     covariate_shift,
     gradient_step_probe,
     linear_layers,
-    load_digits_data,
     update_to_data,
     weight_snapshot,
 )
@@ -42,25 +41,6 @@ def batch(n=16, seed=1):
 
 def snapshot(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-# ------------------------------------------------------------------------------------ data
-
-
-def test_digits_split_shapes_types_and_scaling():
-    X_train, X_val, y_train, y_val = load_digits_data(seed=0)
-    assert X_train.shape == (1347, 64) and X_val.shape == (450, 64)
-    assert X_train.dtype == torch.float32 and y_train.dtype == torch.int64
-    assert y_train.shape == (1347,) and set(y_val.tolist()) == set(range(10))
-    assert X_train.mean(0).abs().max() < 1e-5
-    varying = X_train.std(0) > 0
-    torch.testing.assert_close(X_train.std(0)[varying], torch.ones(int(varying.sum())))
-    assert not torch.equal(load_digits_data(seed=1)[0], X_train)
-
-
-def test_digits_rejects_bad_test_size():
-    with pytest.raises(ValueError, match="test_size"):
-        load_digits_data(test_size=1.5)
 
 
 # -------------------------------------------------------------------------------- recorder
