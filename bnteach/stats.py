@@ -4,7 +4,7 @@ Every notebook and exercise check takes its seeds from :func:`seeds`, so that on
 variable, ``BNTEACH_SEED_OFFSET``, re-runs the whole collection on seeds it was not written
 with. A claim such as "BN is more accurate" is then stated with :func:`paired`: the per-seed
 differences, their mean, a t confidence interval, win/loss counts, and a :meth:`Paired.verdict`
-that says only what the interval supports.
+that says only what the interval supports. Student's t quantiles come from scipy.
 """
 
 import math
@@ -50,77 +50,6 @@ def seeds(n, start=0):
         raise ValueError(f"seeds(start=...) must be >= 0, got {start}.")
     first = seed_offset() + start
     return list(range(first, first + n))
-
-
-# ----------------------------------------------------------------------------------------
-# Student's t distribution, written out (scipy is the oracle in the tests)
-# ----------------------------------------------------------------------------------------
-
-
-def _betacf(a, b, x):
-    """Continued fraction of the regularized incomplete beta function (Lentz's method)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        for aa in (
-            m * (b - m) * x / ((qam + m2) * (a + m2)),
-            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
-        ):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a, b, x):
-    """Regularized incomplete beta function I_x(a, b) for 0 <= x <= 1."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t, df):
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    t2 = t * t
-    if t2 < df:  # near 0: work with t^2 / (df + t^2), which keeps its precision
-        tail = 0.5 * (1.0 - _betainc(0.5, df / 2.0, t2 / (df + t2)))
-    else:
-        tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_ppf(q, df):
-    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (0 < q < 1)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"q must be a probability strictly between 0 and 1, got {q!r}.")
-    lo, hi = -1.0, 1.0
-    while t_cdf(lo, df) > q:
-        lo *= 2.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    for _ in range(200):  # bisection: 200 halvings reach float precision from any bracket
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-14 * max(1.0, abs(mid)):
-            break
-    return 0.5 * (lo + hi)
 
 
 # ----------------------------------------------------------------------------------------
@@ -261,7 +190,9 @@ def paired(a, b, confidence=0.95, names=("A", "B"), higher_is_better=True, over=
     n = len(diffs)
     mean = math.fsum(diffs) / n
     sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = t_ppf(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    from scipy.stats import t  # Student's t (imported here: scipy takes a moment to load)
+
+    half = float(t.ppf(0.5 + confidence / 2.0, n - 1)) * sd / math.sqrt(n)
     return Paired(
         names=tuple(str(x) for x in names),
         diffs=tuple(diffs),
