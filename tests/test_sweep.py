@@ -66,7 +66,7 @@ def test_plain_model_matches_train_model(data):
 
 
 def test_bn_without_bias_matches_train_model_tightly(data):
-    """With ``bias=False`` BN has no rounding-noise parameter (facts item 13): rounding only.
+    """With ``bias=False`` BN has no rounding-noise parameter (docs/references.md): rounding only.
 
     Measured agreement is below 1e-7 over 5 epochs at lr 0.01 (on an AMD and an Intel CPU);
     this also pins the running statistics (unbiased variance, momentum 0.1) used in eval.
@@ -81,12 +81,12 @@ def test_bn_without_bias_matches_train_model_tightly(data):
 def test_bn_with_bias_matches_train_model_up_to_the_bias_noise(data):
     """The tutorial's BN model: the Linear bias before BN gets rounding-noise gradients.
 
-    Adam turns that noise into steps of about ``lr`` (facts item 13), so the two runs' biases
-    drift apart by O(lr). In training mode BN subtracts the batch mean, bias included, so the
-    train loss still agrees to rounding (measured < 1e-7). In eval mode the running mean
-    carries the bias with a lag of ~1/momentum steps, so validation logits differ by O(lr)
-    times small factors: measured up to 5e-4 in val loss and one sample (1/200) in accuracy
-    over 3 epochs at lr 0.01.
+    Adam turns that noise into steps of up to a few percent of ``lr`` (docs/references.md),
+    which differ between the two implementations, so the two runs' biases drift apart. In
+    training mode BN subtracts the batch mean, bias included, so the train loss still agrees
+    to rounding (measured < 1e-7). In eval mode the running mean carries the bias with a lag
+    of ~1/momentum steps, so validation logits differ by O(lr) times small factors: measured
+    up to 5e-4 in val loss and one sample (1/200) in accuracy over 3 epochs at lr 0.01.
     """
     specs = {"BN": {"norm": "batch"}}
     result = sweep.run([0, 1, 2, 3], [0.01], epochs=3, models=specs, data=data)
