@@ -69,7 +69,21 @@ def test_empty_batch_in_training_leaves_running_stats(ref_cls, our_cls, shape):
         assert torch.equal(m.running_var, torch.ones(3))
         for p in (m.weight, m.bias):  # no gradient, or a zero one
             assert p.grad is None or torch.equal(p.grad, torch.zeros(3))
-    assert ours.num_batches_tracked == ref.num_batches_tracked
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_departure_empty_batch_is_not_counted(ref_cls, our_cls, shape):
+    # torch counts an empty training batch in num_batches_tracked; with momentum=None the next
+    # real batch then gets weight 1/2 instead of 1. Ours does not count it.
+    ref, ours = ref_cls(3, momentum=None), our_cls(3, momentum=None)
+    x = torch.randn(shape) * 2 + 3
+    for m in (ref, ours):
+        m(torch.randn((0,) + shape[1:]))
+        m(x)
+    dims = (0,) + tuple(range(2, x.dim()))
+    assert ref.num_batches_tracked.item() == 2 and ours.num_batches_tracked.item() == 1
+    torch.testing.assert_close(ours.running_mean, x.mean(dims))
+    torch.testing.assert_close(ref.running_mean, x.mean(dims) / 2)
 
 
 # ----------------------------------------------------------------------------- sizes, errors
@@ -324,13 +338,27 @@ def test_departure_nan_batch_raises_and_leaves_buffers(ref_cls, our_cls, shape, 
     assert_unchanged(ours, before)
 
 
-def test_nan_in_eval_or_without_running_stats_propagates_like_torch():
+def test_nan_in_an_eval_input_propagates_to_that_sample_like_torch():
     x = torch.randn(4, 3)
     x[0, 0] = math.nan
-    bn = BatchNorm1d(3).eval()
-    assert torch.isnan(bn(x)[0, 0]) and torch.isfinite(bn(x)[:, 1:]).all()
-    out = BatchNorm1d(3, track_running_stats=False)(x)
-    assert torch.isnan(out[:, 0]).all() and torch.isfinite(out[:, 1:]).all()
+    for bn in (nn.BatchNorm1d(3).eval(), BatchNorm1d(3).eval()):
+        out = bn(x)
+        assert torch.isnan(out[0, 0]) and torch.isfinite(out[1:]).all()
+        assert torch.isfinite(out[:, 1:]).all()
+
+
+def test_departure_nan_batch_without_running_stats_raises():
+    # torch: one NaN sample makes the whole channel NaN for every sample of the batch
+    x = torch.randn(4, 3)
+    x[0, 0] = math.nan
+    assert torch.isnan(nn.BatchNorm1d(3, track_running_stats=False)(x)[:, 0]).all()
+    for call in (
+        lambda: BatchNorm1d(3, track_running_stats=False)(x),
+        lambda: batch_norm(x, None, None, training=True),
+        lambda: batch_norm(x, None, None, training=False),
+    ):
+        with pytest.raises(NonFiniteBatchError, match=r"channel\(s\) 0"):
+            call()
 
 
 # ----------------------------------------------------------------------------- atomic tools
