@@ -222,17 +222,21 @@ def _check_dtypes(input, tensors):
                 f"with {name}.float() (or build the layer without an integer dtype)."
             )
     allowed = {input.dtype, _compute_dtype(input.dtype)}
-    layer_dtypes = {t.dtype for _, t in present}
-    mixed = len(layer_dtypes) > 1
     for name, t in present:
-        if t.dtype not in allowed or mixed:
-            others = ", ".join(f"{n} {u.dtype}" for n, u in present)
+        if t.dtype not in allowed:
             raise DtypeMismatchError(
-                f"The input is {input.dtype} but {name} is {t.dtype} ({others}). Use one "
-                f"dtype for data and layer: convert the data (x.to({t.dtype})) or the layer "
+                f"The input is {input.dtype} but {name} is {t.dtype}. Use one dtype for data "
+                f"and layer: convert the data (x.to({t.dtype})) or the layer "
                 f"(layer.to({input.dtype})). (A float32 layer also accepts float16 / bfloat16 "
                 f"input.)"
             )
+    if len({t.dtype for _, t in present}) > 1:  # each allowed, but not all the same
+        tensors = ", ".join(f"{n} {t.dtype}" for n, t in present)
+        raise DtypeMismatchError(
+            f"The layer's tensors mix dtypes ({tensors}) for a {input.dtype} input: torch "
+            f"accepts a float32 layer or a {input.dtype} layer, not a mix. Convert the whole "
+            f"layer, layer.float() or layer.to({input.dtype})."
+        )
 
 
 def _check_eps(eps):
