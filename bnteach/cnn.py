@@ -469,7 +469,7 @@ def train_cnns(
     if bias is not None:
         checks.flag(bias, "bias")
     if models is None:
-        for n in set(norms):
+        for n in norms:
             make_norm(n, 4)  # a teaching error for an unknown name, before any work
         models = [_build(s, n, channels, X_train.dtype, bias) for s, n in zip(seeds, norms)]
     else:
