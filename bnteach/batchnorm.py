@@ -28,9 +28,13 @@ VALUES of the data (NaN, infinity, a negative running_var: the ones that raise
 graph cannot branch on them; everything else is checked there too. A compiled layer then
 behaves like torch's on such data.
 
-Deliberate departures from PyTorch (each pinned by a ``test_departure_*`` test in
-tests/test_batchnorm_torch_cases.py), all so that a mistake gets a teaching error instead of a
-silent result:
+Error messages explain the mistake and the fix for a learner, so their wording is ours; where
+torch's message opens with words that its own tests match, ours opens with the same words
+("eps must be positive", "Expected more than 1 value per channel when training", "expected 2D
+or 3D input (got 4D input)", "expected 4D input"). Error classes are torch's (or subclasses of
+them), except for the deliberate departures from PyTorch below (each pinned by a
+``test_departure_*`` test or a row of the error table in tests/test_batchnorm_torch_cases.py),
+all so that a mistake gets a teaching error instead of a silent result:
 
 - ``momentum`` outside [0, 1] is rejected, by the modules and by ``batch_norm`` (torch accepts
   any float, e.g. Keras' 0.9 by mistake).
@@ -259,10 +263,12 @@ def _channel_list(mask):
     return ", ".join(map(str, channels[:8])) + (", ..." if len(channels) > 8 else "")
 
 
-def _check_finite_stats(mean, var, input, updates):
+def _check_finite_stats(mean, var, input, updates=True):
     """Raise NonFiniteBatchError if a channel's batch mean or variance is NaN or infinite.
 
-    Reads values, so it is skipped under torch.compile (see the module docstring)."""
+    updates: whether the running statistics would have been updated (the message says they
+    were left unchanged). Reads values: call it only where _values_checkable(input) (it is
+    skipped under torch.compile, see the module docstring)."""
     bad = ~(torch.isfinite(mean) & torch.isfinite(var))
     if not bool(bad.any()):
         return

@@ -1037,3 +1037,33 @@ def test_errors_are_torchs_or_listed_departures(case):
         assert not same, f"{case}: ours now does what torch does; drop the departure"
         doc = " ".join(bnmod.__doc__.split())
         assert " ".join(departure.split()) in doc, f"{case}: the docstring must list {departure!r}"
+
+
+OPENINGS = {
+    # torch's message opening (matched by torch's own tests): (torch call, our call)
+    "eps must be positive": (
+        lambda: nn.BatchNorm2d(3, eps=0.0)(torch.randn(2, 3, 2, 2)),
+        lambda: BatchNorm2d(3, eps=0.0),
+    ),
+    "Expected more than 1 value per channel when training": (
+        lambda: nn.BatchNorm1d(3)(X2[:1]),
+        lambda: BatchNorm1d(3)(X2[:1]),
+    ),
+    "expected 2D or 3D input (got 4D input)": (
+        lambda: nn.BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+        lambda: BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+    ),
+    "expected 4D input (got 2D input)": (
+        lambda: nn.BatchNorm2d(3)(X2),
+        lambda: BatchNorm2d(3)(X2),
+    ),
+}
+
+
+@pytest.mark.parametrize("opening", list(OPENINGS))
+def test_messages_open_with_torchs_words(opening):
+    # the module docstring promises it: code (and tests) that match torch's words still match
+    torch_call, our_call = OPENINGS[opening]
+    for call in (torch_call, our_call):
+        err = _raised(call)
+        assert err is not None and str(err).startswith(opening), (opening, str(err))
