@@ -29,7 +29,7 @@ graph cannot branch on them; everything else is checked there too. A compiled la
 behaves like torch's on such data.
 
 Error messages explain the mistake and the fix for a learner, so their wording is ours; where
-torch's message opens with words that its own tests match, ours opens with the same words
+torch's own tests match words of torch's message, ours holds the same words, at its start
 ("eps must be positive", "Expected more than 1 value per channel when training", "expected 2D
 or 3D input (got 4D input)", "expected 4D input"). Error classes are torch's (or subclasses of
 them), except for the deliberate departures from PyTorch below (each pinned by a
