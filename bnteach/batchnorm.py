@@ -17,26 +17,59 @@ PyTorch's convention: ``momentum`` is the weight of the NEW batch statistic (def
 Keras and CS231n call 0.9 or 0.99 "momentum": the weight of the OLD value. Their 0.9 is our 0.1.
 
 Like PyTorch: float16/bfloat16 inputs are normalized in float32 and returned in their own dtype
-(also by a float32 layer); an empty batch (N = 0) in training returns an empty output and leaves
-the running statistics as they were; old state dicts without ``num_batches_tracked`` load.
+(also by a float32 layer: the layer's tensors are then all float32, or all the input's dtype);
+an empty input (N = 0) returns an empty output and leaves the running statistics as they were;
+old state dicts without ``num_batches_tracked`` load as they do in torch (the layer keeps its
+own count, 0 for a new layer); the layers compile with ``torch.compile``.
 
-Deliberate departures from PyTorch (each pinned by a test in tests/test_batchnorm_torch_cases.py):
+Under ``torch.compile`` (and on "meta" tensors, which hold no values) the checks that read the
+VALUES of the data (NaN, infinity, a negative running_var: the ones that raise
+:class:`NonFiniteBatchError` and :class:`NonFiniteStateError`) are skipped, because a compiled
+graph cannot branch on them; everything else is checked there too. A compiled layer then
+behaves like torch's on such data.
+
+Error messages explain the mistake and the fix for a learner, so their wording is ours; where
+torch's own tests match words of torch's message, ours holds the same words, at its start
+("eps must be positive", "Expected more than 1 value per channel when training", "expected 2D
+or 3D input (got 4D input)", "expected 4D input"). Error classes are torch's (or subclasses of
+them), except for the deliberate departures from PyTorch below (each pinned by a
+``test_departure_*`` test or a row of the error table in tests/test_batchnorm_torch_cases.py),
+all so that a mistake gets a teaching error instead of a silent result:
 
 - ``momentum`` outside [0, 1] is rejected, by the modules and by ``batch_norm`` (torch accepts
   any float, e.g. Keras' 0.9 by mistake).
 - ``eps`` must be a positive finite number, checked when the layer is built and on every call
   (torch builds any layer, rejects ``eps <= 0`` only in a training forward pass, accepts
-  ``eps = 0`` in eval mode, and accepts NaN).
+  ``eps = 0`` in eval mode, and accepts NaN). The message starts like torch's ("eps must be
+  positive").
+- ``training``, ``affine``, ``track_running_stats`` and ``bias`` must be True or False
+  (TypeError): torch's modules take any truthy value, so ``affine='False'`` means True there.
+  ``num_features`` must be a whole number >= 1 (torch builds ``BatchNorm1d(0)``), ``dtype`` a
+  floating-point dtype (torch builds integer-dtype layers without affine parameters).
+- A non-tensor input or per-channel argument, and a non-floating input, raise ``TypeError``
+  (torch: AttributeError, TypeError or NotImplementedError, depending on the case); a 1-D input
+  to ``batch_norm`` raises ``ValueError`` (torch: IndexError).
 - A layer and an input of different float dtypes raise :class:`DtypeMismatchError` (a
   ``RuntimeError``, as in torch, and a ``TypeError``); a float32 layer accepts float16 and
   bfloat16 input, as torch's does.
-- A training batch whose statistics are NaN or infinite raises :class:`NonFiniteBatchError` and
-  leaves the running statistics (and ``num_batches_tracked``) untouched; torch writes the NaN
-  into them, which makes every later eval-mode output NaN.
+- A batch whose statistics are NaN or infinite (a NaN or infinity in the batch, or values so
+  large that their variance overflows the dtype) raises :class:`NonFiniteBatchError` whenever
+  batch statistics are used, and leaves the running statistics (and ``num_batches_tracked``)
+  untouched. torch writes the NaN into the running statistics (every later eval-mode output
+  NaN), and for an overflowing batch returns zeros and an infinite running_var.
+- A weight, bias or running statistic that is NaN or infinite, or a negative running_var used
+  in eval mode, raises :class:`NonFiniteStateError` (torch returns NaN outputs). A NaN in an
+  eval-mode input only makes that sample's output NaN, as in torch.
+- An empty training batch is not counted in ``num_batches_tracked``: it carries no
+  statistics. torch counts it, so with ``momentum=None`` the next batch gets half the weight
+  it should.
 - ``batch_norm`` with ``training=False`` and no running statistics (None, None) normalizes with
   the batch statistics; torch's functional form raises.
-- A channel-count mismatch raises :class:`ChannelMismatchError`, a subclass of both
-  ``RuntimeError`` (what torch raises) and ``ValueError`` (what earlier versions raised here).
+- A channel-count mismatch, or a per-channel tensor that is not of shape (C,), raises
+  :class:`ChannelMismatchError`, a subclass of both ``RuntimeError`` (what torch raises) and
+  ``ValueError`` (what earlier versions raised here).
+- In eval mode the output is differentiable with respect to running_mean and running_var (it is
+  written from the formula); torch refuses forward-mode gradients with respect to them.
 """
 
 import functools
@@ -58,6 +91,7 @@ __all__ = [
     "BatchRenorm1d",
     "ChannelMismatchError",
     "NonFiniteBatchError",
+    "NonFiniteStateError",
     "DtypeMismatchError",
     "bn_layers",
     "fold_into_linear",
@@ -79,12 +113,24 @@ class DtypeMismatchError(TypeError, RuntimeError):
 
 
 class NonFiniteBatchError(ValueError):
-    """A training batch whose statistics are NaN or infinite; running statistics untouched."""
+    """A batch whose statistics are NaN or infinite; running statistics untouched."""
+
+
+class NonFiniteStateError(ValueError):
+    """A weight, bias or running statistic that is NaN or infinite (or a negative running_var):
+    the layer itself is broken, so every output it computed would be NaN."""
 
 
 # ----------------------------------------------------------------------------- input checks
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_PER_CHANNEL = ("running_mean", "running_var", "weight", "bias")
+
+
+def _values_checkable(input):
+    """Whether checks that read tensor VALUES can run: not while torch.compile traces (a graph
+    cannot branch on data) and not on "meta" tensors (they hold no values)."""
+    return not torch.compiler.is_compiling() and input.device.type != "meta"
 
 
 def _check_tensor(input, layer):
@@ -102,7 +148,8 @@ def _check_tensor(input, layer):
 
 
 def _check_rank(input, ranks=(2, 3), layer="BatchNorm1d"):
-    """Raise unless input.dim() is in ranks (None: any rank >= 2)."""
+    """Raise unless input.dim() is in ranks (None: any rank >= 2). The messages start as
+    torch's do ("expected 2D or 3D input (got 4D input)")."""
     if ranks is None:
         if input.dim() < 2:
             raise ValueError(
@@ -113,17 +160,17 @@ def _check_rank(input, ranks=(2, 3), layer="BatchNorm1d"):
         return
     if input.dim() in ranks:
         return
+    got = f"(got {input.dim()}D input)"
     if ranks == (4,):
         raise ValueError(
-            f"{layer} expected input of shape (N, C, H, W), got {input.dim()}-D input of shape "
+            f"expected 4D input {got}: {layer} expects shape (N, C, H, W), got "
             f"{tuple(input.shape)}. For a single image (C, H, W) add a batch dimension with "
             f"x.unsqueeze(0); for (N, C) or (N, C, L) use BatchNorm1d."
         )
     raise ValueError(
-        f"{layer} expected input of shape (N, C) or (N, C, L), "
-        f"got {input.dim()}-D input of shape {tuple(input.shape)}. "
-        f"For images (N, C, H, W) use BatchNorm2d; to normalize a single sample "
-        f"of shape (C,), add a batch dimension with x.unsqueeze(0)."
+        f"expected 2D or 3D input {got}: {layer} expects shape (N, C) or (N, C, L), "
+        f"got {tuple(input.shape)}. For images (N, C, H, W) use BatchNorm2d; to normalize a "
+        f"single sample of shape (C,), add a batch dimension with x.unsqueeze(0)."
     )
 
 
@@ -139,9 +186,27 @@ def _check_channels(input, size, what, layer="BatchNorm1d"):
         )
 
 
+def _check_per_channel(input, tensors):
+    """Raise unless each of the (name, tensor) pairs is None or a tensor of shape (C,)."""
+    for name, t in tensors:
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a tensor of shape (C,) or None, got {checks.describe(t)}. "
+                f"Convert it with torch.tensor(...)."
+            )
+        _check_channels(input, t.numel(), f"{name} has size", layer="batch_norm")
+        if t.dim() != 1:
+            raise ChannelMismatchError(
+                f"{name} must have shape (C,) = ({input.shape[1]},), one value per channel, "
+                f"got shape {tuple(t.shape)}. Flatten it with {name}.flatten()."
+            )
+
+
 def _check_spread(input):
     """Raise if batch statistics would be computed from a single value per channel."""
-    if input.numel() // input.shape[1] == 1:
+    if input.numel() == input.shape[1]:  # n = N * H * W == 1 (an empty input is handled apart)
         raise ValueError(
             f"Expected more than 1 value per channel when training, "
             f"got input size {input.size()}. "
@@ -153,47 +218,114 @@ def _check_spread(input):
 
 
 def _check_dtypes(input, tensors):
-    """Raise unless every per-channel tensor has input's dtype, or float32 for a float16 /
+    """Raise unless every per-channel tensor has one dtype: input's, or float32 for a float16 /
     bfloat16 input (the one mix torch allows: a float32 layer on low-precision data)."""
+    present = [(name, t) for name, t in tensors if t is not None]
+    for name, t in present:
+        if not t.is_floating_point():
+            raise DtypeMismatchError(
+                f"{name} must hold floating-point numbers, got dtype {t.dtype}. Convert it "
+                f"with {name}.float() (or build the layer without an integer dtype)."
+            )
     allowed = {input.dtype, _compute_dtype(input.dtype)}
-    for name, t in tensors:
-        if t is not None and t.dtype not in allowed:
+    for name, t in present:
+        if t.dtype not in allowed:
             raise DtypeMismatchError(
                 f"The input is {input.dtype} but {name} is {t.dtype}. Use one dtype for data "
                 f"and layer: convert the data (x.to({t.dtype})) or the layer "
-                f"(layer.to({input.dtype})). (A float32 layer also accepts float16 / "
-                f"bfloat16 input.)"
+                f"(layer.to({input.dtype})). (A float32 layer also accepts float16 / bfloat16 "
+                f"input.)"
             )
+    if len({t.dtype for _, t in present}) > 1:  # each allowed, but not all the same
+        tensors = ", ".join(f"{n} {t.dtype}" for n, t in present)
+        raise DtypeMismatchError(
+            f"The layer's tensors mix dtypes ({tensors}) for a {input.dtype} input: torch "
+            f"accepts a float32 layer or a {input.dtype} layer, not a mix. Convert the whole "
+            f"layer, layer.float() or layer.to({input.dtype})."
+        )
 
 
 def _check_eps(eps):
-    """Raise unless eps is a positive finite number."""
+    """Raise unless eps is a positive finite number (the message starts like torch's)."""
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
         raise TypeError(
             f"eps must be a small positive number such as 1e-5, got {type(eps).__name__} {eps!r}."
         )
     if not math.isfinite(eps) or eps <= 0:
         raise ValueError(
-            f"eps must be a positive, finite number (default 1e-5), got {eps!r}. It is added "
+            f"eps must be positive and finite (default 1e-5), got {eps!r}. It is added "
             f"to the variance inside the square root so that a constant channel (variance 0) "
             f"does not divide by zero: eps <= 0 turns such a channel into NaN or inf."
         )
 
 
-def _check_finite_stats(mean, var, input):
-    """Raise NonFiniteBatchError if a channel's batch mean or variance is NaN or infinite."""
+def _channel_list(mask):
+    """'0, 3, 7' (at most 8 shown) for the True entries of a (C,) mask."""
+    channels = mask.nonzero().flatten().tolist()
+    return ", ".join(map(str, channels[:8])) + (", ..." if len(channels) > 8 else "")
+
+
+def _check_finite_stats(mean, var, input, updates=True):
+    """Raise NonFiniteBatchError if a channel's batch mean or variance is NaN or infinite.
+
+    updates: whether the running statistics would have been updated (the message says they
+    were left unchanged). Reads values: call it only where _values_checkable(input) (it is
+    skipped under torch.compile, see the module docstring)."""
     bad = ~(torch.isfinite(mean) & torch.isfinite(var))
-    if bool(bad.any()):
-        channels = bad.nonzero().flatten().tolist()
-        shown = ", ".join(map(str, channels[:8])) + (", ..." if len(channels) > 8 else "")
+    if not bool(bad.any()):
+        return
+    shown = _channel_list(bad)
+    kept = (
+        "Blending them into running_mean/running_var would make those NaN for good (every "
+        "later eval-mode output NaN), so they were left unchanged. "
+        if updates
+        else ""
+    )
+    if bool(torch.isfinite(input).all()):
+        dtype = input.dtype
         raise NonFiniteBatchError(
-            f"The training batch (input of shape {tuple(input.shape)}) contains NaN or "
-            f"infinite values in channel(s) {shown}: its statistics are not finite. Blending "
-            f"them into running_mean/running_var would make those NaN for good (every later "
-            f"eval-mode output NaN), so they were left unchanged. Find where the NaN comes "
-            f"from: the data (torch.isnan(X).any()), or a layer before this one that "
-            f"diverged (a learning rate too large)."
+            f"The batch (input of shape {tuple(input.shape)}) holds values so large (up to "
+            f"{input.abs().max().item():.3g}) that the variance of channel(s) {shown} overflows "
+            f"{dtype} (largest number {torch.finfo(dtype).max:.3g}): its statistics are not "
+            f"finite. {kept}Standardize the data (or look for a layer before this one whose "
+            f"outputs blew up: a learning rate too large)."
         )
+    raise NonFiniteBatchError(
+        f"The batch (input of shape {tuple(input.shape)}) contains NaN or infinite values in "
+        f"channel(s) {shown}: its statistics are not finite. {kept}Find where the NaN comes "
+        f"from: the data (torch.isnan(X).any()), or a layer before this one that diverged (a "
+        f"learning rate too large)."
+    )
+
+
+def _check_finite_state(tensors, eval_var=None):
+    """Raise NonFiniteStateError if a (name, tensor) holds NaN or infinity, or if eval_var (the
+    running_var used to normalize) is negative. One synchronisation when all is well.
+
+    Reads values, so it is skipped under torch.compile (see the module docstring)."""
+    present = [(name, t) for name, t in tensors if t is not None]
+    if not present:
+        return
+    oks = [torch.isfinite(t).all() for _, t in present]
+    if eval_var is not None:
+        oks.append((eval_var >= 0).all())
+    if bool(torch.stack(oks).all()):
+        return
+    for name, t in present:
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            raise NonFiniteStateError(
+                f"The layer's {name} holds NaN or infinite values in channel(s) "
+                f"{_channel_list(bad)}, so every output of those channels would be NaN. It "
+                f"was probably written by a training run that diverged (a learning rate too "
+                f"large) or loaded from a broken state dict: reset it (reset_parameters() / "
+                f"reset_running_stats()) or recalibrate the running statistics."
+            )
+    raise NonFiniteStateError(
+        f"The layer's running_var is negative in channel(s) {_channel_list(eval_var < 0)}: a "
+        f"variance cannot be negative, and its square root would be NaN. It was set by hand "
+        f"or loaded from a broken state dict: reset_running_stats() or recalibrate it."
+    )
 
 
 # ----------------------------------------------------------------------------- functional
@@ -229,6 +361,29 @@ def _update_running_stats(running_mean, running_var, mean, var, n, momentum):
             buf.copy_(blended)
 
 
+def _check_arguments(input, per_channel, training, momentum, eps):
+    """Every check of batch_norm's arguments that does not read tensor values."""
+    _check_tensor(input, "batch_norm")
+    _check_rank(input, ranks=None)
+    checks.flag(training, "training")
+    _check_per_channel(input, per_channel)
+    running_mean, running_var = per_channel[0][1], per_channel[1][1]
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(
+            "Pass both running_mean and running_var, or neither (None, None) "
+            "to always normalize with batch statistics."
+        )
+    if momentum is None:
+        raise TypeError(
+            "momentum must be a float, not None (like in F.batch_norm). "
+            "momentum=None (cumulative average) is a feature of the BatchNorm1d module: "
+            "it passes momentum=1/num_batches_tracked. Do the same here."
+        )
+    checks.momentum(momentum)
+    _check_eps(eps)
+    _check_dtypes(input, per_channel)
+
+
 def batch_norm(
     input,
     running_mean,
@@ -245,51 +400,28 @@ def batch_norm(
     in input's dtype. Uses batch statistics (over N and every spatial position) when training
     (or when no running statistics are given), and then updates running_mean/running_var in
     place if they are given. Otherwise normalizes with running_mean/running_var and changes
-    nothing. See the module docstring for where this departs from torch on purpose.
+    nothing. An empty input (N = 0) returns an empty output and changes nothing, as in torch.
+    training must be True or False. See the module docstring for the errors and for where
+    this departs from torch on purpose.
     """
-    _check_tensor(input, "batch_norm")
-    _check_rank(input, ranks=None)
-    for name, t in [
-        ("running_mean", running_mean),
-        ("running_var", running_var),
-        ("weight", weight),
-        ("bias", bias),
-    ]:
-        if t is not None:
-            _check_channels(input, t.numel(), f"{name} has size", layer="batch_norm")
-    if (running_mean is None) != (running_var is None):
-        raise ValueError(
-            "Pass both running_mean and running_var, or neither (None, None) "
-            "to always normalize with batch statistics."
-        )
-    if momentum is None:
-        raise TypeError(
-            "momentum must be a float, not None (like in F.batch_norm). "
-            "momentum=None (cumulative average) is a feature of the BatchNorm1d module: "
-            "it passes momentum=1/num_batches_tracked. Do the same here."
-        )
-    checks.momentum(momentum)
-    _check_eps(eps)
-    _check_dtypes(
-        input,
-        [
-            ("running_mean", running_mean),
-            ("running_var", running_var),
-            ("weight", weight),
-            ("bias", bias),
-        ],
-    )
+    per_channel = list(zip(_PER_CHANNEL, (running_mean, running_var, weight, bias)))
+    _check_arguments(input, per_channel, training, momentum, eps)
+    use_batch_stats = training or running_mean is None
+    checkable = _values_checkable(input)
+    if checkable:  # a NaN weight or buffer would spoil every output, or stay NaN for good
+        _check_finite_state(per_channel, eval_var=None if use_batch_stats else running_var)
+    if input.numel() == 0:  # nothing to normalize, nothing to learn (torch does the same)
+        return input.clone()
 
     cdtype = _compute_dtype(input.dtype)
     x = input.to(cdtype)
-    use_batch_stats = training or running_mean is None
     if use_batch_stats:
         _check_spread(input)
-        if input.shape[0] == 0:  # an empty batch: nothing to normalize, nothing to learn
-            return input.clone()
         mean, var = _batch_stats(x)
-        if training and running_mean is not None:
-            _check_finite_stats(mean, var, input)
+        updates = training and running_mean is not None
+        if checkable:
+            _check_finite_stats(mean, var, input, updates)
+        if updates:
             n = input.numel() // input.shape[1]
             _update_running_stats(running_mean, running_var, mean, var, n, momentum)
     else:
@@ -306,6 +438,14 @@ def batch_norm(
 # ----------------------------------------------------------------------------- modules
 
 
+def _check_factory_dtype(dtype):
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"dtype must be a floating-point torch dtype such as torch.float32 (or None), got "
+            f"{checks.describe(dtype)}: BatchNorm's statistics and parameters are fractions."
+        )
+
+
 class _BatchNormBase(nn.Module):
     """What BatchNorm1d and BatchNorm2d share; they differ only in the input ranks accepted.
 
@@ -317,6 +457,7 @@ class _BatchNormBase(nn.Module):
     convention; 0.1 here is Keras' 0.9). None means a cumulative average,
     momentum = 1 / num_batches_tracked.
     Mode follows self.training (model.train() / model.eval()), not torch.no_grad().
+    affine, track_running_stats, bias: True or False (a string such as 'False' is refused).
     """
 
     _version = 2  # like torch: version 2 added num_batches_tracked (see _load_from_state_dict)
@@ -344,6 +485,13 @@ class _BatchNormBase(nn.Module):
             raise ValueError(f"num_features must be at least 1, got {num_features}.")
         checks.momentum(momentum)
         _check_eps(eps)
+        for name, value in (
+            ("affine", affine),
+            ("track_running_stats", track_running_stats),
+            ("bias", bias),
+        ):
+            checks.flag(value, name)
+        _check_factory_dtype(dtype)
         factory = {"device": device, "dtype": dtype}
         self.num_features = int(num_features)
         self.eps = eps
@@ -392,9 +540,12 @@ class _BatchNormBase(nn.Module):
         _check_tensor(input, name)
         _check_rank(input, self._ranks, name)
         _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
+        checks.flag(self.training, f"{name}.training (set it with .train() or .eval())")
+        checks.flag(self.track_running_stats, f"{name}.track_running_stats")
         use_batch_stats = self.training or self.running_mean is None
 
-        update = self.training and self.track_running_stats
+        # an empty batch carries no statistics: it is not counted (torch counts it)
+        update = self.training and self.track_running_stats and input.numel() > 0
         factor = 0.0 if self.momentum is None else self.momentum
         if update and self.momentum is None:  # cumulative average over the batches so far
             factor = 1.0 / (float(self.num_batches_tracked) + 1.0)
@@ -418,13 +569,16 @@ class _BatchNormBase(nn.Module):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
     ):
-        # State dicts saved before version 2 have no num_batches_tracked: load them with 0,
-        # as torch's _BatchNorm does, instead of failing with a missing key.
+        # State dicts saved before version 2 (or without version metadata) may lack
+        # num_batches_tracked: like torch's _BatchNorm, keep the layer's own count then (0 for
+        # a fresh layer; a new 0 if it lives on the "meta" device) instead of failing.
         version = local_metadata.get("version", None)
         key = prefix + "num_batches_tracked"
         if (version is None or version < 2) and self.track_running_stats:
             if key not in state_dict:
-                state_dict[key] = torch.tensor(0, dtype=torch.long)
+                own = self.num_batches_tracked
+                keep = own is not None and own.device.type != "meta"
+                state_dict[key] = own if keep else torch.tensor(0, dtype=torch.long)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
@@ -492,8 +646,43 @@ def _fold_factors(bn, channels, like, what):
     var = bn.running_var.detach().to(**like)
     gamma = torch.ones_like(mean) if bn.weight is None else bn.weight.detach().to(**like)
     beta = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach().to(**like)
+    _check_foldable(bn, {"running_mean": mean, "running_var": var, "weight": gamma, "bias": beta})
     s = gamma / torch.sqrt(var + bn.eps)
     return s, beta - mean * s
+
+
+def _check_foldable(bn, tensors):
+    """Raise a ValueError unless bn's statistics and parameters (C,) give a finite fold."""
+    for name, t in tensors.items():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            raise ValueError(
+                f"Cannot fold: bn.{name} holds NaN or infinite values in channel(s) "
+                f"{_channel_list(bad)}, so the folded layer would output NaN there. The layer "
+                f"was probably trained with a learning rate too large, or loaded from a broken "
+                f"state dict; recalibrate or retrain it first."
+            )
+    denominator = tensors["running_var"] + bn.eps
+    if not math.isfinite(bn.eps) or bool((denominator <= 0).any()):
+        raise ValueError(
+            f"Cannot fold: running_var + eps is {denominator.min().item():g} (not positive) in "
+            f"channel(s) {_channel_list(~(denominator > 0))} (eps={bn.eps!r}), so the scale "
+            f"weight / sqrt(running_var + eps) would divide by zero or take the root of a "
+            f"negative number. Use a positive eps such as 1e-5 (bn.eps = 1e-5)."
+        )
+
+
+def _check_folded_source(W, b, what):
+    """Raise a ValueError unless the layer to fold into has finite weights and bias."""
+    for name, t in (("weight", W), ("bias", b)):
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            where, _ = checks.position(bad)
+            raise ValueError(
+                f"Cannot fold: the {what}'s {name} holds NaN or infinite values (the first at "
+                f"{name}{where}), so the folded layer would output NaN. Retrain it with a "
+                f"smaller learning rate, or reload weights that are finite."
+            )
 
 
 def fold_into_linear(linear, bn):
@@ -502,7 +691,8 @@ def fold_into_linear(linear, bn):
     linear: weight (C, in), bias (C,) or None.  bn: C features with running statistics;
     its weight/bias may be None (affine=False, or bias=False): they then count as 1 and 0.
     s = weight / sqrt(running_var + eps);  W' = s[:, None] * W;  b' = (b - running_mean) * s + bias
-    Neither argument is changed.
+    Neither argument is changed. A ValueError instead of a layer with NaN weights: when a weight,
+    bias or running statistic is NaN or infinite, or running_var + eps is not positive.
     """
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}.")
@@ -511,6 +701,7 @@ def fold_into_linear(linear, bn):
     what = f"linear has out_features={linear.out_features}"
     s, shift = _fold_factors(bn, linear.out_features, like, what)
     b = torch.zeros_like(s) if linear.bias is None else linear.bias.detach()
+    _check_folded_source(W, b, "linear")
 
     folded = nn.Linear(linear.in_features, linear.out_features, bias=True, **like)
     with torch.no_grad():
@@ -526,7 +717,8 @@ def fold_into_conv(conv, bn):
     groups and padding_mode are kept. bn: C channels with running statistics (weight/bias
     None count as 1 and 0). Per output channel c, with s = weight / sqrt(running_var + eps):
     W'[c] = s[c] * W[c];  b'[c] = (b[c] - running_mean[c]) * s[c] + bias[c].
-    Agrees with torch.nn.utils.fusion.fuse_conv_bn_eval. Neither argument is changed.
+    Agrees with torch.nn.utils.fusion.fuse_conv_bn_eval. Neither argument is changed. Raises
+    a ValueError, as fold_into_linear does, where the folded layer would hold NaN or infinity.
     """
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(
@@ -538,6 +730,7 @@ def fold_into_conv(conv, bn):
     what = f"conv has out_channels={conv.out_channels}"
     s, shift = _fold_factors(bn, conv.out_channels, like, what)
     b = torch.zeros_like(s) if conv.bias is None else conv.bias.detach()
+    _check_folded_source(W, b, "conv")
 
     folded = nn.Conv2d(
         conv.in_channels,
@@ -568,6 +761,60 @@ def _batch_input(batch, index):
             f"Wrap your data in a DataLoader(TensorDataset(X, y)) or a TensorLoader."
         )
     return x
+
+
+def _check_recalibration_batch(x, index, dtype):
+    """Raise a teaching error unless batch `index`'s inputs x can be used to recalibrate."""
+    if not x.is_floating_point():
+        raise TypeError(
+            f"Batch {index} of the loader holds {x.dtype} inputs, but a network computes "
+            f"with floating-point numbers: convert the data with X.float()."
+        )
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(
+            f"Batch {index} of the loader holds {x.dtype} inputs but the model's "
+            f"parameters are {dtype}: convert the data (e.g. X.to({dtype})) or the "
+            f"model (model.to({x.dtype}))."
+        )
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"Batch {index} of the loader holds no samples (x of shape {tuple(x.shape)}): it "
+            f"has no statistics, but it would still count as a batch in the average. Remove "
+            f"empty batches from the loader."
+        )
+    checks.finite(
+        x,
+        f"batch {index} of the loader, x",
+        "Recalibrating on it would fill the running statistics with NaN: remove or fill "
+        "those samples first.",
+    )
+
+
+def _check_recalibrated(layers, named):
+    """After the pass: raise a ValueError if a layer's running statistics are not finite
+    (NaN or infinity made inside the model, e.g. by weights that are NaN)."""
+    for m in layers:
+        for key in ("running_mean", "running_var"):
+            bad = ~torch.isfinite(getattr(m, key))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"After the pass, {named.get(m, type(m).__name__)}.{key} would hold NaN "
+                    f"or infinity in channel(s) {_channel_list(bad)}, although the data is "
+                    f"finite: the layers in front of it output NaN or infinity (weights that "
+                    f"diverged?). Check the model's parameters with "
+                    f"[n for n, p in model.named_parameters() if not p.isfinite().all()]."
+                )
+
+
+def _looks_like_X_y(loader):
+    """True for (X, y) passed where a loader of batches belongs."""
+    return (
+        isinstance(loader, (tuple, list))
+        and len(loader) == 2
+        and all(isinstance(t, torch.Tensor) and t.dim() > 0 for t in loader)
+        and loader[0].shape[0] == loader[1].shape[0]
+        and loader[0].shape[1:] != loader[1].shape[1:]
+    )
 
 
 def _model_device(model):
@@ -605,8 +852,9 @@ def recalibrate(model, loader):
       (running_var the unbiased population variance, divided by n - 1).
 
     Training flags and momentum are restored exactly. If any batch fails (a wrong shape,
-    dtype, a batch of one, ...), the model is left exactly as it was before the call (running
-    statistics included) and the error says so. Returns model.
+    dtype, a batch of one, an empty batch, NaN or infinity in the data), or the statistics
+    come out NaN or infinite (a model whose weights diverged), the model is left exactly as it
+    was before the call (running statistics included) and the error says so. Returns model.
     """
     _check_model(model, "recalibrate")
     checks.loader(
@@ -615,6 +863,12 @@ def recalibrate(model, loader):
         "Pass the training loader, e.g. recalibrate(model, train_loader) with train_loader from "
         "make_loaders(...).",
     )
+    if _looks_like_X_y(loader):
+        raise TypeError(
+            "recalibrate's loader looks like (X, y), two tensors with different shapes; it "
+            "would be read as two batches, X and then y. Pass a list of batches, [(X, y)] "
+            "(one batch holding everything), or a loader such as train_loader."
+        )
     layers = [m for m in bn_layers(model) if m.running_mean is not None]
     if not layers:
         raise ValueError(
@@ -636,15 +890,11 @@ def recalibrate(model, loader):
         with torch.no_grad():
             for index, batch in enumerate(loader):
                 x = _batch_input(batch, index)
-                if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-                    raise TypeError(
-                        f"Batch {index} of the loader holds {x.dtype} inputs but the model's "
-                        f"parameters are {dtype}: convert the data (e.g. X.to({dtype})) or the "
-                        f"model (model.to({x.dtype}))."
-                    )
+                _check_recalibration_batch(x, index, dtype)
                 model(x.to(device))
         if index < 0:
             raise ValueError("The loader is empty: recalibrate needs at least one batch.")
+        _check_recalibrated(layers, {m: n for n, m in model.named_modules()})
     except Exception as err:
         with torch.no_grad():
             for m, buffers in saved.items():
@@ -697,6 +947,11 @@ def _apply_atomically(model, what, change):
     """Apply change(layer) to every BN layer of model; if one fails, undo all of them."""
     _check_model(model, what)
     layers = bn_layers(model)
+    if not layers:
+        raise ValueError(
+            f"Nothing to {what}: the model has no BatchNorm layer (nn.BatchNorm1d/2d or "
+            f"bnteach's). Did you pass the model without BN (e.g. SimpleMLP)?"
+        )
     state = _bn_state(layers)
     try:
         for m in layers:
@@ -729,7 +984,7 @@ def freeze(model):
 
     Sets requires_grad=False on weight/bias and makes each BN layer ignore train(True).
     Undo with unfreeze(model). All layers or none: if one fails, the model is left as it was.
-    Returns model.
+    A model without BatchNorm layers raises a ValueError (as recalibrate does). Returns model.
     """
     return _apply_atomically(model, "freeze", _freeze_layer)
 
@@ -737,8 +992,8 @@ def freeze(model):
 def unfreeze(model):
     """Undo freeze(model): BN layers follow train()/eval() again and weight/bias need grad.
 
-    The BN layers stay in eval mode until the next model.train(). All layers or none.
-    Returns model.
+    The BN layers stay in eval mode until the next model.train(). All layers or none. A
+    model without BatchNorm layers raises a ValueError. Returns model.
     """
     return _apply_atomically(model, "unfreeze", _unfreeze_layer)
 

@@ -29,6 +29,7 @@ __all__ = [
     "MAKE_LOADERS",
     "describe",
     "device",
+    "position",
 ]
 
 
@@ -48,6 +49,18 @@ def describe(value):
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{kind} {text}"
+
+
+def _as_float(value, name, must):
+    """float(value); an integer too large for a float gets a ValueError saying what `must` be."""
+    try:
+        return float(value)
+    except OverflowError:
+        digits = int(abs(int(value)).bit_length() * math.log10(2)) + 1
+        raise ValueError(
+            f"{name} must be {must}, got an integer of about {digits} digits, too large for a "
+            f"float."
+        ) from None
 
 
 def whole_number(value, name, minimum=None, example=None):
@@ -70,9 +83,9 @@ def positive_number(value, name, example=0.01, allow_zero=False):
     """``value`` as a ``float``: a finite real number ``> 0`` (``>= 0`` with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number such as {example}, got {describe(value)}.")
-    value = float(value)
+    what = "a finite number >= 0" if allow_zero else "a positive, finite number"
+    value = _as_float(value, name, what)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        what = "a finite number >= 0" if allow_zero else "a positive, finite number"
         raise ValueError(f"{name} must be {what} (such as {example}), got {value!r}.")
     return value
 
@@ -81,7 +94,7 @@ def finite_number(value, name, example=1.0):
     """``value`` as a ``float``: a finite real number of either sign."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number such as {example}, got {describe(value)}.")
-    value = float(value)
+    value = _as_float(value, name, "a finite number")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number (such as {example}), got {value!r}.")
     return value
@@ -91,7 +104,7 @@ def fraction(value, name, low=0.0, high=1.0, closed=False, example=0.2):
     """``value`` as a ``float`` in ``(low, high)`` (``[low, high]`` with ``closed=True``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number such as {example}, got {describe(value)}.")
-    value = float(value)
+    value = _as_float(value, name, f"a fraction between {low:g} and {high:g}")
     inside = low <= value <= high if closed else low < value < high
     if not inside:  # NaN is never inside
         interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
@@ -109,7 +122,7 @@ def momentum(value, name="momentum", allow_none=True):
         none = " or None" if allow_none else ""
         raise TypeError(f"{name} must be a number in [0, 1]{none}, got {describe(value)}.")
     also = " (or None for a cumulative average)" if allow_none else ""
-    value = float(value)
+    value = _as_float(value, name, "in [0, 1]")
     if not 0 <= value <= 1:  # NaN is never inside
         raise ValueError(
             f"{name} must be in [0, 1]{also}, got {value!r}. In PyTorch momentum is the weight "
@@ -160,7 +173,7 @@ def tensor(value, name, dims=None, floating=True, min_rows=None):
     return value
 
 
-def _where(mask):
+def position(mask):
     """Index of the first True of ``mask`` as a string "[12, 3]", and how many are True."""
     positions = mask.nonzero()
     first = ", ".join(str(i) for i in positions[0].tolist())
@@ -170,6 +183,7 @@ def _where(mask):
 def finite(value, name, hint=None):
     """``value`` if the tensor holds no NaN or infinity; else a ``ValueError`` that says where:
     "your data contains NaN at X_train[12, 3]"."""
+    tensor(value, name, floating=False)
     if not value.dtype.is_floating_point and not value.dtype.is_complex:
         return value  # integers and bools cannot be NaN
     bad = ~torch.isfinite(value)
@@ -177,7 +191,7 @@ def finite(value, name, hint=None):
         return value
     nan = torch.isnan(value)
     kind, mask = ("NaN", nan) if bool(nan.any()) else ("an infinite value", bad)
-    where, count = _where(mask)
+    where, count = position(mask)
     total = int(bad.sum())
     more = f" ({total} non-finite values in all)" if total > 1 else ""
     hint = hint or (

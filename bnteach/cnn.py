@@ -23,6 +23,7 @@ proving the convolution and pooling backward passes. So the CNN keeps autograd h
 """
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,11 @@ def make_norm(norm, channels, groups=4):
     channels and H, W). instance: ``nn.GroupNorm(C, C)`` (per sample and channel over H, W;
     the same as ``nn.InstanceNorm2d(C, affine=True)``). All have a per-channel weight and bias.
     """
+    if not isinstance(norm, str):
+        raise TypeError(
+            f"norm must be one of {', '.join(map(repr, NORMS))} (a string), got "
+            f"{checks.describe(norm)}."
+        )
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}.")
     channels = checks.whole_number(channels, "channels", minimum=1, example=8)
@@ -76,13 +82,17 @@ class SmallCNN(nn.Module):
     """Two conv blocks and a linear head for (N, 1, 8, 8) images -> (N, 10) logits.
 
     norm: one of ``NORMS``, placed after each conv, before its ReLU. bias: whether the convs
-    have a bias; None means "not when BN or instance norm follows" (their mean subtraction
-    cancels a per-channel bias). groups: GroupNorm's group count (norm="group").
+    have a bias (True or False); None means "not when BN or instance norm follows" (their mean
+    subtraction cancels a per-channel bias). groups: GroupNorm's group count (norm="group").
+    n_classes: the number of outputs, at least 2.
     """
 
     def __init__(self, norm="none", channels=(8, 16), bias=None, groups=4, n_classes=10):
         super().__init__()
         c1, c2 = _check_channels(channels)
+        if bias is not None:
+            checks.flag(bias, "bias")
+        n_classes = checks.whole_number(n_classes, "n_classes", minimum=2, example=10)
         if bias is None:
             bias = norm not in ("batch", "instance")
         self.norm, self.channels, self.groups = norm, (c1, c2), groups
@@ -100,6 +110,7 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         """x (N, 1, 8, 8) -> logits (N, n_classes)."""
+        checks.tensor(x, "x")
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
             raise ValueError(
                 f"SmallCNN expects images of shape (N, 1, 8, 8), got {tuple(x.shape)}. "
@@ -119,6 +130,33 @@ def _check_model(model, what):
         )
 
 
+def _check_images(X, y, name, n_classes=10):
+    """Raise a teaching error unless X are float images (N, 1, 8, 8), N >= 1, finite, and y
+    their int64 labels (N,) in 0 .. n_classes - 1. name: "train" or "val" (the errors say
+    X_train, y_val, ...), or "" (X, y)."""
+    name = f"_{name}" if name else ""
+    checks.tensor(X, f"X{name}", floating=False)
+    checks.tensor(y, f"y{name}", floating=False)
+    if X.dim() != 4 or tuple(X.shape[1:]) != (1, 8, 8) or not X.is_floating_point():
+        raise ValueError(f"X{name} must be float images (N, 1, 8, 8), got {tuple(X.shape)}.")
+    if y.dtype != torch.long or y.shape != (X.shape[0],):
+        raise ValueError(
+            f"y{name} must be int64 labels of shape ({X.shape[0]},), got {y.dtype} "
+            f"{tuple(y.shape)}."
+        )
+    if X.shape[0] == 0:
+        raise ValueError(
+            f"X{name} holds no images (shape {tuple(X.shape)}): a loss or an accuracy over "
+            f"no samples is 0 / 0. Check how the split was made."
+        )
+    checks.finite(X, f"X{name}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise checks.DataError(
+            f"y{name} holds labels from {int(y.min())} to {int(y.max())}, but the model has "
+            f"{n_classes} outputs (classes): the labels must be 0 to {n_classes - 1}."
+        )
+
+
 def _check_data(data, n_classes=10):
     if not (isinstance(data, (tuple, list)) and len(data) == 4):
         raise ValueError(
@@ -126,27 +164,24 @@ def _check_data(data, n_classes=10):
         )
     X_train, X_val, y_train, y_val = data
     for name, X, y in (("train", X_train, y_train), ("val", X_val, y_val)):
-        checks.tensor(X, f"X_{name}", floating=False)
-        checks.tensor(y, f"y_{name}", floating=False)
-        if X.dim() != 4 or tuple(X.shape[1:]) != (1, 8, 8) or not X.is_floating_point():
-            raise ValueError(f"X_{name} must be float images (N, 1, 8, 8), got {tuple(X.shape)}.")
-        if y.dtype != torch.long or y.shape != (X.shape[0],):
-            raise ValueError(
-                f"y_{name} must be int64 labels of shape ({X.shape[0]},), got {y.dtype} "
-                f"{tuple(y.shape)}."
-            )
-        checks.finite(X, f"X_{name}")
-        if y.numel() and (y.min() < 0 or y.max() >= n_classes):
-            raise checks.DataError(
-                f"y_{name} holds labels from {int(y.min())} to {int(y.max())}, but the model has "
-                f"{n_classes} outputs (classes): the labels must be 0 to {n_classes - 1}."
-            )
+        _check_images(X, y, name, n_classes)
     return X_train, X_val, y_train, y_val
 
 
+def _check_model_dtype(model, X):
+    """Raise a TypeError unless the model's parameters have the data's dtype."""
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.dtype != X.dtype:
+        raise TypeError(
+            f"The data is {X.dtype} but the model's parameters are {weight.dtype}: convert "
+            f"one of them, e.g. model.to({X.dtype}) or X.to({weight.dtype})."
+        )
+
+
 def _check_batch_size(batch_size, n_train, drop_last):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(
+    wrong_kind = isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+    if wrong_kind or batch_size < 2:
+        raise (TypeError if wrong_kind else ValueError)(
             f"batch_size must be a whole number >= 2 (BatchNorm needs more than one image per "
             f"batch in training), got {batch_size!r}."
         )
@@ -173,13 +208,26 @@ def _batches(order, batch_size, drop_last, dim=0):
     return parts
 
 
+def _accuracy(logits, y, dim):
+    """Fraction of samples whose argmax over `dim` is the label; a sample whose logits hold
+    NaN (a run that diverged) counts as wrong, not as class 0. Returns a float64 tensor."""
+    right = (logits.argmax(dim) == y) & ~torch.isnan(logits).any(dim)
+    return right.double().mean(0)
+
+
 def evaluate_cnn(model, X, y):
-    """``(mean cross-entropy, accuracy)`` of model on (X, y) in eval mode, without gradients."""
+    """``(mean cross-entropy, accuracy)`` of model on (X, y) in eval mode, without gradients.
+
+    X: images (N, 1, 8, 8), N >= 1, finite; y: int64 labels (N,). A model whose logits are NaN
+    (a run that diverged) gets a NaN loss, and those samples count as wrong answers."""
     _check_model(model, "evaluate_cnn")
+    head = getattr(model, "head", None)
+    _check_images(X, y, "", head.out_features if isinstance(head, nn.Linear) else 10)
+    _check_model_dtype(model, X)
     model.eval()
     with torch.no_grad():
         logits = model(X)
-        return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).double().mean().item()
+        return F.cross_entropy(logits, y).item(), _accuracy(logits, y, 1).item()
 
 
 def _order(n, seed, epochs):
@@ -195,7 +243,8 @@ def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64, drop_last=Fal
     data: ``(X_train, X_val, y_train, y_val)``. seed: the shuffle order's seed (the model's
     initialisation is up to the caller). Each epoch: ``model.train()``, one pass over shuffled
     batches (sample-weighted mean loss; ``drop_last`` skips a last, smaller batch), then
-    ``model.eval()`` on the whole validation set.
+    ``model.eval()`` on the whole validation set. A learning rate so large that the loss
+    becomes NaN is not an error: ``diverged_at`` says when.
     """
     _check_model(model, "train_cnn")
     check_lr(lr)
@@ -205,6 +254,7 @@ def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64, drop_last=Fal
     X_train, X_val, y_train, y_val = _check_data(data, n_classes)
     _check_batch_size(batch_size, X_train.shape[0], drop_last)
     seed = checks.whole_number(seed, "seed", minimum=0, example=0)
+    _check_model_dtype(model, X_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History(lr=lr, epochs=epochs)
     for order in _order(X_train.shape[0], seed, epochs):
@@ -351,6 +401,38 @@ class _Stack(nn.Module):
                 m.head.bias.copy_(self.head_bias[r])
 
 
+def _check_seeds(seeds):
+    """seeds as a non-empty list of whole numbers, or a teaching error."""
+    if isinstance(seeds, (str, bytes, dict)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(
+            f"seeds must be a list of whole numbers such as seeds(5) or [0, 1, 2], got "
+            f"{checks.describe(seeds)}."
+        )
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed, e.g. seeds(5).")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds):
+        raise TypeError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}.")
+    return seeds
+
+
+def _check_models(models, n_seeds):
+    """Raise a teaching error unless models is a list of n_seeds SmallCNNs."""
+    if isinstance(models, nn.Module) or not isinstance(models, (list, tuple)):
+        raise TypeError(
+            f"models must be a list of SmallCNN models, one per seed, got "
+            f"{checks.describe(models)}."
+        )
+    for m in models:
+        if not isinstance(m, SmallCNN):
+            raise TypeError(
+                f"models must hold SmallCNN models (train_cnns stacks their layers), got "
+                f"{checks.describe(m)}."
+            )
+    if len(models) != n_seeds:
+        raise ValueError(f"Got {len(models)} models for {n_seeds} seeds: pass one per seed.")
+
+
 def _build(seed, norm, channels, dtype, bias=None):
     """SmallCNN initialised from torch.manual_seed(seed), without disturbing the global RNG."""
     with torch.random.fork_rng(devices=[]):
@@ -379,25 +461,27 @@ def train_cnns(
     ``bias`` explicitly: all replicas share the conv-bias setting). drop_last: skip a last,
     smaller batch (as in ``train_cnn``). models: optional list of
     already built models (one per seed; trained in place) instead of building them.
+    A learning rate so large that the loss becomes NaN (e.g. 1e30) is not an error: each
+    History's ``diverged_at`` says when, and NaN outputs count as wrong in ``val_acc``.
     """
     check_lr(lr)
     check_epochs(epochs)
-    head = getattr(models[0], "head", None) if models else None
+    head = getattr(models[0], "head", None) if isinstance(models, (list, tuple)) else None
     n_classes = head.out_features if isinstance(head, nn.Linear) else 10
     X_train, X_val, y_train, y_val = _check_data(data, n_classes)
     _check_batch_size(batch_size, X_train.shape[0], drop_last)
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}.")
+    seeds = _check_seeds(seeds)
     norms = [norm] * len(seeds) if isinstance(norm, str) else list(norm)
     if len(norms) != len(seeds):
         raise ValueError(f"Got {len(norms)} norms for {len(seeds)} seeds: pass one per seed.")
+    if bias is not None:
+        checks.flag(bias, "bias")
     if models is None:
-        for n in set(norms):
+        for n in norms:
             make_norm(n, 4)  # a teaching error for an unknown name, before any work
         models = [_build(s, n, channels, X_train.dtype, bias) for s, n in zip(seeds, norms)]
-    elif len(models) != len(seeds):
-        raise ValueError(f"Got {len(models)} models for {len(seeds)} seeds: pass one per seed.")
+    else:
+        _check_models(models, len(seeds))
     device = X_train.device  # the replicas train where the data lives
     stack = _Stack([m.to(device) for m in models]).to(device=device, dtype=X_train.dtype)
     R, n = len(seeds), X_train.shape[0]
@@ -425,7 +509,7 @@ def train_cnns(
             logits = stack(val_in)  # (N_val, R, 10)
             yv = y_val[:, None].expand(-1, R)
             val_loss = F.cross_entropy(logits.permute(0, 2, 1), yv, reduction="none").mean(0)
-            val_acc = (logits.argmax(2) == yv).double().mean(0)
+            val_acc = _accuracy(logits, yv, 2)
         for r, h in enumerate(histories):
             h.train_loss.append(float(totals[r]) / seen)
             h.val_loss.append(float(val_loss[r]))

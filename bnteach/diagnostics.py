@@ -80,6 +80,16 @@ def _saturation(module, out):
 ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.GELU)
 
 
+def _std(t):
+    """Standard deviation of all values of t (unbiased, as Tensor.std)."""
+    return t.std()
+
+
+def _norm(t):
+    """Euclidean norm of all values of t."""
+    return t.norm()
+
+
 class LayerRecorder:
     """Hooks that record per-layer statistics of the forward and backward passes.
 
@@ -100,6 +110,12 @@ class LayerRecorder:
         with LayerRecorder(model) as rec:
             loss_fn(model(x), y).backward()
         rows = rec.table()
+
+    The hooks never change or stop the pass. A statistic that is undefined for the last pass
+    (a standard deviation over a single value: a batch of one through a layer of one unit;
+    any statistic of an empty batch) or not finite (NaN or infinity reached the layer) is not
+    reported as a number: ``table()`` and ``column()`` raise a ValueError that names the
+    layer, the statistic and the reason.
     """
 
     def __init__(self, model):
@@ -110,7 +126,7 @@ class LayerRecorder:
             raise ValueError("LayerRecorder found no nn.Linear layer in this model to record.")
         self.activations = [m for m in model.modules() if isinstance(m, ACTIVATION_TYPES)]
         self.records = {}
-        self._inputs = {}
+        self.problems = {}  # (layer, statistic) -> why it has no value for the last pass
         self._handles = []
         for k, linear in enumerate(self.linears, start=1):
             self._handles.append(linear.register_forward_hook(self._linear_hook(k)))
@@ -120,23 +136,43 @@ class LayerRecorder:
     def _row(self, k):
         return self.records.setdefault(k, {"layer": k})
 
+    def _record(self, k, key, t, stat):
+        """row[key] = stat(t).item() for layer k, or note why that has no value."""
+        row = self._row(k)
+        self.problems.pop((k, key), None)
+        if t.numel() == 0:
+            why = "the batch of the last pass was empty (0 samples)"
+        elif stat is _std and t.numel() < 2:
+            why = (
+                f"it is a standard deviation over a single value (a tensor of shape "
+                f"{tuple(t.shape)}: a batch of one through a layer of one unit)"
+            )
+        else:
+            value = stat(t).item()
+            row[key] = value
+            if math.isfinite(value):
+                return
+            why = f"it is {value}: NaN or infinity reached layer {k} in the last pass"
+        row[key] = math.nan
+        self.problems[(k, key)] = why
+
     def _linear_hook(self, k):
         def hook(module, inputs, output):
             with torch.no_grad():
                 x = inputs[0].detach()
-                row = self._row(k)
-                row["pre_mean"] = output.mean().item()
-                row["pre_std"] = output.std().item()
-                row["weight_norm"] = module.weight.norm().item()
+                out = output.detach()
+                self._record(k, "pre_mean", out, torch.mean)
+                self._record(k, "pre_std", out, _std)
+                self._record(k, "weight_norm", module.weight.detach(), _norm)
             if output.requires_grad:
 
                 def grad_hook(grad):
                     with torch.no_grad():
-                        row["grad_std"] = grad.std().item()
+                        self._record(k, "grad_std", grad, _std)
                         weight_grad = grad.reshape(-1, grad.shape[-1]).T @ x.reshape(
                             -1, x.shape[-1]
                         )
-                        row["weight_grad_norm"] = weight_grad.norm().item()
+                        self._record(k, "weight_grad_norm", weight_grad, _norm)
 
                 output.register_hook(grad_hook)
 
@@ -146,21 +182,34 @@ class LayerRecorder:
         def hook(module, inputs, output):
             with torch.no_grad():
                 out = output.detach()
-                row = self._row(k)
-                row["act_mean"] = out.mean().item()
-                row["act_std"] = out.std().item()
+                self._record(k, "act_mean", out, torch.mean)
+                self._record(k, "act_std", out, _std)
+                if out.numel() == 0:
+                    return
                 sat = _saturation(module, out.reshape(-1, out.shape[-1]))
                 if sat is not None:
-                    row[sat[0]] = sat[1]
+                    self._row(k)[sat[0]] = sat[1]
 
         return hook
 
     def table(self):
-        """One dict per layer (``layer`` 1, 2, ...) with the statistics of the last pass."""
+        """One dict per layer (``layer`` 1, 2, ...) with the statistics of the last pass.
+
+        Raises a ValueError if a statistic of the last pass has no finite value (see the
+        class docstring)."""
         if not self.records:
             raise RuntimeError(
                 "Nothing recorded yet: run a forward pass (and backward, for gradient "
                 "statistics) while the recorder is open."
+            )
+        if self.problems:
+            (k, key), why = min(self.problems.items())
+            more = len(self.problems) - 1
+            raise ValueError(
+                f"LayerRecorder has no value for layer {k}'s {key} in the last pass: {why}."
+                f"{f' ({more} more such statistics.)' if more else ''} Record a pass over a "
+                f"batch of 2 or more samples with finite inputs and weights (check "
+                f"torch.isfinite(x).all())."
             )
         return [dict(self.records[k]) for k in sorted(self.records)]
 
@@ -203,6 +252,8 @@ def update_to_data(before, model):
 
     ``before``: :func:`weight_snapshot` taken before the optimizer step. For plain SGD the
     numerator is ``||lr * grad||``. A common rule of thumb puts healthy values near 1e-3.
+    A ValueError instead of NaN or inf: for weights that were all zero before the step, or
+    that are NaN or infinite before or after it.
     """
     if isinstance(before, torch.Tensor) or not isinstance(before, (list, tuple)):
         raise TypeError(
@@ -217,7 +268,23 @@ def update_to_data(before, model):
             "before does not match this model's Linear layers: take it with "
             "weight_snapshot(model) on the same model."
         )
-    return [((a - b).norm() / b.norm()).item() for a, b in zip(now, before)]
+    ratios = []
+    for k, (a, b) in enumerate(zip(now, before), start=1):
+        for when, w in (("before the step (in before)", b), ("after the step", a)):
+            if not bool(torch.isfinite(w).all()):
+                raise ValueError(
+                    f"Layer {k}'s weights hold NaN or infinity {when}, so the size of the step "
+                    f"is not a number: the training diverged (a learning rate too large?)."
+                )
+        if b.norm().item() == 0:
+            raise ValueError(
+                f"Layer {k}'s weights were all zero before the step (||W_before|| = 0), so the "
+                f"step's size relative to them is undefined (a division by zero). Compare "
+                f"absolute step sizes, or initialise the weights (e.g. the layer's "
+                f"reset_parameters())."
+            )
+        ratios.append(((a - b).norm() / b.norm()).item())
+    return ratios
 
 
 # ------------------------------------------------------------------------------ noisy BN
@@ -272,7 +339,16 @@ class NoiseInjection(nn.Module):
         m = mu + self.jitter * torch.randn(x.shape, **kw)
         s = sigma + self.jitter * torch.randn(x.shape, **kw)
         self.last_scale, self.last_shift = s, m
-        return s * x + m
+        out = s * x + m
+        if not torch.compiler.is_compiling() and bool(
+            (~torch.isfinite(out) & torch.isfinite(x)).any()
+        ):
+            raise ValueError(
+                f"NoiseInjection(shift={self.shift:g}, jitter={self.jitter:g}) made finite "
+                f"inputs infinite: the noise is too large for {x.dtype} (largest number "
+                f"{torch.finfo(x.dtype).max:.3g}). Use a shift and jitter of order 1."
+            )
+        return out
 
     def extra_repr(self):
         return (
@@ -315,6 +391,24 @@ def _check_batch(model, x, y, loss_fn):
         )
     checks.finite(x, "x")
     checks.finite(y, "y")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"{type(model).__name__} has no trainable parameters (every requires_grad is "
+            f"False), so there is no gradient to probe."
+        )
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ValueError(
+                f"The model's parameter {name} holds NaN or infinity, so every loss and "
+                f"gradient the probe computes would be NaN: the model diverged (a learning "
+                f"rate too large?). Probe a model whose parameters are finite."
+            )
+
+
+def _finite_or_raise(values, what, advice):
+    """Raise a ValueError naming `what` unless every number in values is finite."""
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} is NaN or infinite: {advice}")
 
 
 def _grads(model, loss_fn, x, y, params):
@@ -342,6 +436,9 @@ def covariate_shift(model, loss_fn, x, y, lr):
     Runs in training mode on a copy of ``model``. Returns one dict per layer ``k >= 2``:
     ``{"layer": k, "l2": ||G - G'||, "relative": ||G - G'|| / ||G||, "cos": cos(G, G')}``.
     ``lr=0`` gives zero shift.
+    A ValueError instead of NaN, inf or 0 / 0: when ``lr`` is so large that the step takes
+    the loss or the gradients to NaN or infinity (e.g. ``lr=1e30``), when the model's
+    parameters are already NaN, or when a layer's gradient ``G`` is exactly zero.
     """
     _check_batch(model, x, y, loss_fn)
     lr = checks.positive_number(lr, "lr", example=0.1, allow_zero=True)
@@ -363,9 +460,22 @@ def covariate_shift(model, loss_fn, x, y, lr):
         with torch.no_grad():
             for lower in names[:i]:
                 params[lower] -= lr * grads[lower]
-        _, (g_after,) = _grads(probe, loss_fn, x, y, [params[name]])
+        loss_after, (g_after,) = _grads(probe, loss_fn, x, y, [params[name]])
         g = grads[name]
         diff = (g - g_after).norm().item()
+        _finite_or_raise(
+            [loss_after.item(), diff, g.norm().item()],
+            f"After the layers below layer {k} took a step of lr={lr:g}, the loss or layer "
+            f"{k}'s gradient",
+            "the step threw the weights far outside any useful range. Use a learning rate "
+            "of the size training uses (e.g. 0.1).",
+        )
+        if g.norm().item() == 0:
+            raise ValueError(
+                f"Layer {k}'s gradient is exactly zero on this batch (dead units or zero "
+                f"weights?), so the relative shift and the cosine are 0 / 0. Probe a model "
+                f"whose layers all get a gradient (e.g. a freshly initialised one)."
+            )
         rows.append(
             {
                 "layer": k,
@@ -392,7 +502,10 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
       beta-smoothness"; for a quadratic it is at most the largest Hessian eigenvalue);
     - ``grad_norm``: ``||g||``.
 
-    Runs in training mode on a copy of ``model``; the model itself is untouched.
+    Runs in training mode on a copy of ``model``; the model itself is untouched. step_sizes:
+    one positive number or a list of them. A ValueError instead of NaN or inf: when a step is
+    so large that the loss or the gradient after it is NaN or infinite (e.g. 1e30), or the
+    model's parameters are already NaN.
     """
     _check_batch(model, x, y, loss_fn)
     step_sizes = _positive_list(step_sizes, "step_sizes", "[0.1, 0.5, 1.0]")
@@ -401,6 +514,11 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
     state = copy.deepcopy(probe.state_dict())
     loss0, g = _grads(probe, loss_fn, x, y, params)
     g_flat = torch.cat([t.flatten() for t in g])
+    _finite_or_raise(
+        [loss0.item(), g_flat.norm().item()],
+        "The loss or its gradient at the model's current weights",
+        "check the batch and the loss function.",
+    )
     losses, changes, betas = [], [], []
     for eta in step_sizes:
         probe.load_state_dict(state)
@@ -409,6 +527,12 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
                 p -= eta * gp
         loss, g_new = _grads(probe, loss_fn, x, y, params)
         change = (torch.cat([t.flatten() for t in g_new]) - g_flat).norm().item()
+        _finite_or_raise(
+            [loss.item(), change],
+            f"After a gradient step of size {eta:g}, the loss or the gradient",
+            "that step size throws the weights far outside any useful range. Use step sizes "
+            "of the size of learning rates (e.g. [0.1, 0.5, 1.0]).",
+        )
         losses.append(loss.item())
         changes.append(change)
         betas.append(change / max(eta * g_flat.norm().item(), 1e-30))
@@ -425,9 +549,16 @@ def gradient_step_probe(model, loss_fn, x, y, step_sizes):
 
 
 def _positive_list(values, name, example):
-    """One positive finite number or a list of them, as a list of floats."""
+    """One positive finite number or a list of them (a tensor or NumPy array too), as a list
+    of floats."""
     if isinstance(values, numbers.Real) and not isinstance(values, bool):
         values = [values]
+    if isinstance(values, torch.Tensor) or type(values).__module__ == "numpy":
+        if values.ndim > 1 or values.dtype == bool or values.dtype == torch.bool:
+            raise TypeError(
+                f"{name} must be numbers such as {example}, got {checks.describe(values)}."
+            )
+        values = values.tolist() if values.ndim == 1 else [values.item()]
     if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name} must be a list of numbers such as {example}, got {values!r}.")
     values = list(values)
@@ -444,6 +575,29 @@ def _positive_list(values, name, example):
     return values
 
 
+def _check_scaled_run(a, var, z, grad, eps):
+    """Raise a ValueError if bn_scale_response's run at scale a gave no meaningful numbers."""
+    if eps == 0 and not bool((var > 0).all()):
+        channels = (var <= 0).nonzero().flatten().tolist()
+        raise ValueError(
+            f"At a = {a:g}, channel(s) {channels} of x (a W)^T are constant over the batch "
+            f"(variance {var.min().item():g}) and eps = 0, so BN divides 0 by 0 there. A zero "
+            f"row of the weight, constant inputs, or a scale so small that the variance "
+            f"underflows {var.dtype} cause this: use eps > 0, other data, or a larger scale."
+        )
+    if not (
+        bool(torch.isfinite(var).all())
+        and bool(torch.isfinite(z).all())
+        and bool(torch.isfinite(grad).all())
+    ):
+        raise ValueError(
+            f"At a = {a:g} the computation leaves the range of {var.dtype} (the variance of "
+            f"x (a W)^T or its gradient overflows, largest number "
+            f"{torch.finfo(var.dtype).max:.3g}), so BN's output and gradient there are not "
+            f"meaningful. Use moderate scales (e.g. 1e-3 to 1e3), or float64."
+        )
+
+
 def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
     """BN after a Linear layer whose weight is scaled by ``a``: output and gradient, per ``a``.
 
@@ -456,7 +610,10 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
     "grad_cos_weight": cos(G(a), W)}``. With ``eps=0``: ``output_change`` is 0 and
     ``grad_ratio`` is ``1 / a`` (up to rounding), and ``G`` is orthogonal to ``W``.
     Use float64 to see the exact invariance. ``seed`` draws ``R``; ``None`` takes the first
-    of ``bnteach.stats.seeds(1)`` (``BNTEACH_SEED_OFFSET`` shifts it).
+    of ``bnteach.stats.seeds(1)`` (``BNTEACH_SEED_OFFSET`` shifts it). scales: one number or a
+    list (a tensor or NumPy array too). A ValueError instead of NaN or inf: for an all-zero
+    weight; with eps = 0, for a channel that is constant over the batch (0 / 0); for a scale
+    at which the variance or the gradient overflows the dtype.
     """
     checks.tensor(weight, "weight")
     checks.tensor(x, "x")
@@ -474,6 +631,11 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
         )
     checks.finite(weight, "weight")
     checks.finite(x, "x")
+    if not bool(weight.any()):
+        raise ValueError(
+            "weight is all zeros: scaling it by a changes nothing (a * 0 = 0), and BN of a "
+            "constant output is 0 / 0. Use a random weight, e.g. torch.randn(C, D)."
+        )
     scales = _positive_list(scales, "scales", "[1, 10, 100]")
     eps = checks.positive_number(eps, "eps", example=1e-5, allow_zero=True)
     seed = seeds(1)[0] if seed is None else checks.whole_number(seed, "seed", example=0)
@@ -487,6 +649,7 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
         var = ((h - mean) ** 2).mean(0)  # biased, as BN in training mode
         z = (h - mean) / torch.sqrt(var + eps)
         (grad,) = torch.autograd.grad((z * R).sum(), w)
+        _check_scaled_run(a, var, z, grad, eps)
         return z.detach(), grad
 
     z1, g1 = run(1.0)

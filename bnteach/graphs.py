@@ -38,9 +38,15 @@ EDGES = [
 
 def bn_graph_figure(gradients=True, width=11.0):
     """The graph of BN's forward pass; with ``gradients`` the name of each node's gradient
-    (d<node>) in red under it. Returns a matplotlib Figure ``width`` inches wide."""
+    (d<node>) in red under it. Returns a matplotlib Figure ``width`` inches wide (2 to 40)."""
     checks.flag(gradients, "gradients")
     width = checks.positive_number(width, "width (inches)", example=9.6)
+    if not 2 <= width <= 40:
+        raise ValueError(
+            f"width is in inches and must be between 2 and 40 (9.6 fills a notebook cell), got "
+            f"{width:g}: a figure that small cannot show the nodes, one that large cannot be "
+            f"drawn."
+        )
     fig = Figure(figsize=(width, width * 0.4), layout="constrained")
     ax = fig.add_subplot()
     box = {"boxstyle": "round,pad=0.35", "fc": "#e8f0fe", "ec": "#1a56b0", "lw": 1.2}

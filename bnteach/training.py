@@ -301,10 +301,25 @@ def _check_loader(model, loader, name, reference=None):
         for i, batch in enumerate(batches):
             xb, yb = _pair(batch, name)
             check_batch(model, xb, yb, name, reference)
+            _check_not_empty(xb, name, i)
             checks.finite(xb, f"batch {i} of {name}, x")
             checks.binary_labels(yb, f"batch {i} of {name}, y")
         X = batches[0][0]
     return X.shape[1]
+
+
+def _check_not_empty(xb, name, index):
+    """An empty batch has no loss (its mean is NaN): a teaching error instead."""
+    if xb.shape[0] == 0:
+        raise ValueError(
+            f"Batch {index} of {name} holds no samples (x of shape {tuple(xb.shape)}): its mean "
+            f"loss would be NaN (0 / 0). Remove empty batches from the loader."
+        )
+
+
+def _correct(logits, yb):
+    """How many logits (N, 1) > 0 match the 0/1 targets yb; a NaN logit counts as wrong."""
+    return (((logits > 0).float() == yb) & ~torch.isnan(logits)).sum().item()
 
 
 def _bad_batch(xb, yb, name, index):
@@ -317,7 +332,10 @@ def evaluate(model, loader, loss_fn=None, device=None):
     """``(mean loss, accuracy)`` of ``model`` over ``loader`` in eval mode, without gradients.
 
     The loss is sample-weighted; accuracy counts logits > 0 as class 1. ``loader`` yields
-    ``(x, y)`` batches (a loader, or a list such as ``[(X_val, y_val)]``).
+    ``(x, y)`` batches (a loader, or a list such as ``[(X_val, y_val)]``); an empty batch is a
+    ValueError. A model whose outputs are NaN (a run that diverged) gets a NaN loss, and its
+    NaN outputs count as wrong answers in the accuracy. ``device``: where to move the batches
+    (None: leave them where they are).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {checks.describe(model)}.")
@@ -326,11 +344,13 @@ def evaluate(model, loader, loss_fn=None, device=None):
         "loader",
         "Pass a loader (e.g. val_loader from make_loaders) or a list of batches, [(X_val, y_val)].",
     )
-    if loss_fn is not None and not callable(loss_fn):
+    if loss_fn is not None and (not callable(loss_fn) or isinstance(loss_fn, type)):
         raise TypeError(
-            f"loss_fn must be a loss such as nn.BCEWithLogitsLoss(), got "
-            f"{checks.describe(loss_fn)}."
+            f"loss_fn must be a loss such as nn.BCEWithLogitsLoss() (an instance: note the "
+            f"parentheses), got {checks.describe(loss_fn)}."
         )
+    if device is not None:
+        device = checks.device(device)
     bce = loss_fn is None
     loss_fn = loss_fn or nn.BCEWithLogitsLoss()
     model.eval()
@@ -338,6 +358,7 @@ def evaluate(model, loader, loss_fn=None, device=None):
     with torch.no_grad():
         for i, batch in enumerate(loader):
             xb, yb = _pair(batch, "loader", "evaluate")
+            _check_not_empty(xb, "loader", i)
             if bce:  # the default loss: check what it and the accuracy assume
                 if i == 0:
                     check_batch(model, xb, yb, "loader", "trained")
@@ -348,7 +369,7 @@ def evaluate(model, loader, loss_fn=None, device=None):
             if not math.isfinite(loss):
                 _bad_batch(xb, yb, "loader", i)
             total_loss += loss * xb.shape[0]
-            correct += ((logits > 0).float() == yb).sum().item()
+            correct += _correct(logits, yb)
             n += xb.shape[0]
     if n == 0:
         raise ValueError(
@@ -370,8 +391,11 @@ def train_model(model, train_loader, val_loader, epochs=25, lr=0.01, verbose=Tru
     Before anything trains, the model and both loaders are checked (teaching errors): one
     logit per sample, features and dtypes that fit the model, targets ``(N, 1)`` holding 0/1,
     no NaN or infinity in the data, and for a BN net no training batch of a single sample.
-    If the data turns out bad during training (a loader whose data cannot be read up front),
-    the model is put back as it was and the error says where.
+    If the data turns out bad during training (a loader whose data cannot be read up front:
+    NaN, labels other than 0/1, an empty batch), the model is put back as it was and the error
+    says where. A learning rate so large that the loss becomes NaN or infinite (e.g. 1e30) is
+    not an error: training stops, ``diverged_at`` says when, and with ``verbose`` it is
+    printed.
     """
     _check_model(model)
     train_loader = checks.loader(train_loader, "train_loader")
@@ -408,6 +432,7 @@ def train_model(model, train_loader, val_loader, epochs=25, lr=0.01, verbose=Tru
             total, n = 0.0, 0
             for i, batch in enumerate(train_loader):
                 xb, yb = _pair(batch, "train_loader")
+                _check_not_empty(xb, "train_loader", i)
                 if uses_bn and xb.shape[0] == 1 and _bn_trains(model):
                     raise ValueError(
                         f"Batch {i} of train_loader holds a single sample, and BatchNorm cannot "

@@ -69,7 +69,21 @@ def test_empty_batch_in_training_leaves_running_stats(ref_cls, our_cls, shape):
         assert torch.equal(m.running_var, torch.ones(3))
         for p in (m.weight, m.bias):  # no gradient, or a zero one
             assert p.grad is None or torch.equal(p.grad, torch.zeros(3))
-    assert ours.num_batches_tracked == ref.num_batches_tracked
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_departure_empty_batch_is_not_counted(ref_cls, our_cls, shape):
+    # torch counts an empty training batch in num_batches_tracked; with momentum=None the next
+    # real batch then gets weight 1/2 instead of 1. Ours does not count it.
+    ref, ours = ref_cls(3, momentum=None), our_cls(3, momentum=None)
+    x = torch.randn(shape) * 2 + 3
+    for m in (ref, ours):
+        m(torch.randn((0,) + shape[1:]))
+        m(x)
+    dims = (0,) + tuple(range(2, x.dim()))
+    assert ref.num_batches_tracked.item() == 2 and ours.num_batches_tracked.item() == 1
+    torch.testing.assert_close(ours.running_mean, x.mean(dims))
+    torch.testing.assert_close(ref.running_mean, x.mean(dims) / 2)
 
 
 # ----------------------------------------------------------------------------- sizes, errors
@@ -324,13 +338,27 @@ def test_departure_nan_batch_raises_and_leaves_buffers(ref_cls, our_cls, shape, 
     assert_unchanged(ours, before)
 
 
-def test_nan_in_eval_or_without_running_stats_propagates_like_torch():
+def test_nan_in_an_eval_input_propagates_to_that_sample_like_torch():
     x = torch.randn(4, 3)
     x[0, 0] = math.nan
-    bn = BatchNorm1d(3).eval()
-    assert torch.isnan(bn(x)[0, 0]) and torch.isfinite(bn(x)[:, 1:]).all()
-    out = BatchNorm1d(3, track_running_stats=False)(x)
-    assert torch.isnan(out[:, 0]).all() and torch.isfinite(out[:, 1:]).all()
+    for bn in (nn.BatchNorm1d(3).eval(), BatchNorm1d(3).eval()):
+        out = bn(x)
+        assert torch.isnan(out[0, 0]) and torch.isfinite(out[1:]).all()
+        assert torch.isfinite(out[:, 1:]).all()
+
+
+def test_departure_nan_batch_without_running_stats_raises():
+    # torch: one NaN sample makes the whole channel NaN for every sample of the batch
+    x = torch.randn(4, 3)
+    x[0, 0] = math.nan
+    assert torch.isnan(nn.BatchNorm1d(3, track_running_stats=False)(x)[:, 0]).all()
+    for call in (
+        lambda: BatchNorm1d(3, track_running_stats=False)(x),
+        lambda: batch_norm(x, None, None, training=True),
+        lambda: batch_norm(x, None, None, training=False),
+    ):
+        with pytest.raises(NonFiniteBatchError, match=r"channel\(s\) 0"):
+            call()
 
 
 # ----------------------------------------------------------------------------- atomic tools
@@ -482,3 +510,560 @@ def test_recalibrate_agrees_with_swa_utils_update_bn(n_batches):
         h = ours[0](loader[0]).detach()
         torch.testing.assert_close(ours[1].running_mean, h.mean(0), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(ours[1].running_var, h.var(0), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- module inputs
+# torch/testing/_internal/common_modules.py: module_inputs_torch_nn_BatchNorm1d and
+# module_inputs_torch_nn_BatchNorm2d list the constructor arguments and input shapes that
+# torch's generic module tests (test/test_modules.py) run BatchNorm on, in training and in
+# eval mode (ModuleInfo(..., train_and_eval_differ=True)). Here each one runs through torch's
+# layer and ours (float64): outputs, input and parameter gradients and buffers must agree.
+
+MODULE_INPUTS = {
+    "1d-affine": (nn.BatchNorm1d, BatchNorm1d, (10,), {}, (4, 10)),
+    "1d-3d_input": (nn.BatchNorm1d, BatchNorm1d, (5,), {}, (4, 5, 3)),
+    "1d-affine_simple_average": (nn.BatchNorm1d, BatchNorm1d, (10, 1e-3, None), {}, (4, 10)),
+    "1d-not_affine": (nn.BatchNorm1d, BatchNorm1d, (10, 1e-3, 0.3, False), {}, (4, 10)),
+    "1d-not_tracking_stats": (
+        nn.BatchNorm1d,
+        BatchNorm1d,
+        (10, 1e-3, 0.3, True, False),
+        {},
+        (4, 10),
+    ),
+    "1d-3d_input_not_affine": (nn.BatchNorm1d, BatchNorm1d, (5, 1e-3, 0.3, False), {}, (4, 5, 3)),
+    "1d-zero_batch": (nn.BatchNorm1d, BatchNorm1d, (5, 1e-3, 0.3, False), {}, (0, 5, 9)),
+    "1d-affine_not_bias": (nn.BatchNorm1d, BatchNorm1d, (10,), {"bias": False}, (4, 10)),
+    "2d": (nn.BatchNorm2d, BatchNorm2d, (3,), {}, (2, 3, 6, 6)),
+    "2d-2d_simple_average": (nn.BatchNorm2d, BatchNorm2d, (3, 1e-3, None), {}, (2, 3, 6, 6)),
+    "2d-momentum": (nn.BatchNorm2d, BatchNorm2d, (3, 1e-3, 0.8), {}, (2, 3, 6, 6)),
+    "2d-not_affine": (nn.BatchNorm2d, BatchNorm2d, (3, 1e-3, 0.8, False), {}, (2, 3, 6, 6)),
+    "2d-not_tracking_stats": (
+        nn.BatchNorm2d,
+        BatchNorm2d,
+        (3, 1e-3, 0.8, True, False),
+        {},
+        (2, 3, 6, 6),
+    ),
+    "2d-zero_batch": (nn.BatchNorm2d, BatchNorm2d, (5, 1e-3, 0.3, False), {}, (0, 5, 2, 2)),
+    "2d-affine_not_bias": (nn.BatchNorm2d, BatchNorm2d, (3,), {"bias": False}, (2, 3, 6, 6)),
+}
+
+
+def _forward_backward(layer, x, grad_out):
+    x = x.clone().requires_grad_()
+    out = layer(x)
+    out.backward(grad_out)
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("case", list(MODULE_INPUTS))
+def test_module_inputs_of_common_modules_match_torch(case):
+    ref_cls, our_cls, args, kwargs, shape = MODULE_INPUTS[case]
+    f64 = {"dtype": torch.float64}
+    ref, ours = ref_cls(*args, **kwargs, **f64), our_cls(*args, **kwargs, **f64)
+    assert repr(ours).split("(", 1)[1] == repr(ref).split("(", 1)[1]
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(len(case))
+    with torch.no_grad():
+        for p_ref, p_ours in zip(ref.parameters(), ours.parameters(), strict=True):
+            p_ref.uniform_(0.5, 1.5, generator=g)
+            p_ours.copy_(p_ref)
+    for mode in ("train", "train", "eval"):
+        ref.train(mode == "train")
+        ours.train(mode == "train")
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 1
+        grad_out = torch.randn(shape, generator=g, dtype=torch.float64)
+        out_r, gx_r = _forward_backward(ref, x, grad_out)
+        out_o, gx_o = _forward_backward(ours, x, grad_out)
+        torch.testing.assert_close(out_o, out_r)
+        torch.testing.assert_close(gx_o, gx_r)
+    for p_ref, p_ours in zip(ref.parameters(), ours.parameters(), strict=True):
+        if p_ref.grad is None:  # zero batch: torch leaves no gradient, or a zero one
+            assert p_ours.grad is None or not p_ours.grad.any()
+        else:
+            torch.testing.assert_close(p_ours.grad, p_ref.grad)
+    for key, value in ref.state_dict().items():
+        if key == "num_batches_tracked" and case.endswith("zero_batch"):
+            continue  # a departure: an empty batch is not counted (test_departure_empty_...)
+        torch.testing.assert_close(ours.state_dict()[key], value, msg=key)
+
+
+@pytest.mark.parametrize("cls", [nn.BatchNorm1d, BatchNorm1d, nn.BatchNorm2d, BatchNorm2d])
+@pytest.mark.parametrize("eps", [-1.0, 0.0])
+def test_module_error_inputs_eps_not_positive(cls, eps):
+    # common_modules.py: module_error_inputs_torch_nn_BatchNorm1d_2d_3d: eps -1.0 and 0.0 raise
+    # ValueError "eps must be positive" in the forward pass. Ours raises it (same type, same
+    # words) already when the layer is built: a departure, pinned in
+    # test_departure_eps_checked_when_built_and_on_every_call.
+    x = torch.randn(2, 10) if cls in (nn.BatchNorm1d, BatchNorm1d) else torch.randn(2, 10, 5, 5)
+    with pytest.raises(ValueError, match="eps must be positive"):
+        cls(10, eps=eps)(x)
+
+
+# ----------------------------------------------------------------------------- generic modules
+# In the spirit of test/test_modules.py (TestModule.test_factory_kwargs, test_repr, test_pickle,
+# test_save_load, test_non_contiguous_tensors, test_memory_format, test_to, test_to_empty),
+# which torch runs on every ModuleInfo, BatchNorm1d/2d included.
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_factory_kwargs_set_dtype_of_parameters_and_buffers(ref_cls, our_cls, shape):
+    for cls in (ref_cls, our_cls):
+        m = cls(3, dtype=torch.float64, device="cpu")
+        assert m.weight.dtype == m.bias.dtype == torch.float64
+        assert m.running_mean.dtype == m.running_var.dtype == torch.float64
+        assert m.num_batches_tracked.dtype == torch.long
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_pickle_and_save_load_round_trip(ref_cls, our_cls, shape, tmp_path):
+    import io
+    import pickle
+
+    ours = our_cls(3, momentum=None)
+    ours(torch.randn(shape))
+    for clone in (pickle.loads(pickle.dumps(ours)), copy.deepcopy(ours)):
+        assert_unchanged(clone, snapshot(ours))
+    buffer = io.BytesIO()
+    torch.save(ours.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = ref_cls(3, momentum=None)  # a state dict saved from ours loads into torch's
+    fresh.load_state_dict(torch.load(buffer))
+    assert_unchanged(fresh, snapshot(ours))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_non_contiguous_input_like_contiguous(mode):
+    # after TestNN.test_batchnorm_non_contig_cpu: a permuted input gives the output of its
+    # contiguous copy (and of torch's layer); (1, 3, 2, 1) permuted to (1, 2, 3, 1) is a
+    # channels_last tensor, and the output stays channels_last
+    for shape in ((1, 3, 2, 1), (1, 3, 2, 4)):
+        n = math.prod(shape)
+        x = torch.arange(n, dtype=torch.float64).reshape(shape).permute(0, 2, 1, 3)
+        ref, ours = nn.BatchNorm2d(2, dtype=torch.float64), BatchNorm2d(2, dtype=torch.float64)
+        with torch.no_grad():
+            ref.weight.uniform_()
+            ref.bias.uniform_()
+        ours.load_state_dict(ref.state_dict())
+        ref.train(mode == "train")
+        ours.train(mode == "train")
+        out = ours(x)
+        torch.testing.assert_close(out, copy.deepcopy(ours)(x.contiguous()))
+        torch.testing.assert_close(out, ref(x))
+        if shape[-1] == 1:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(4, 8, 10, 10), (4, 1, 9, 9), (4, 9, 1, 1)])
+def test_channels_last_input_like_contiguous(dtype, shape):
+    # after TestNN.test_batchnorm_nhwc_cpu: a channels_last input (N, C, H, W), also N C 1 1 and
+    # N 1 H W, gives the output and gradients of its contiguous copy and stays channels_last
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g).to(dtype)
+    grad = torch.randn(shape, generator=g).to(dtype)
+    results = []
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        bn = BatchNorm2d(shape[1], dtype=dtype)
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(0.5, 1.5, shape[1]))
+            bn.bias.copy_(torch.linspace(-1, 1, shape[1]))
+        xi = x.contiguous(memory_format=fmt).requires_grad_()
+        out = bn(xi)
+        out.backward(grad.contiguous(memory_format=fmt))
+        assert out.is_contiguous(memory_format=fmt)
+        results.append((out, xi.grad, bn.weight.grad, bn.bias.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_module_on_the_meta_device_runs_like_torchs():
+    # in the spirit of TestModule.test_to_empty: a layer built on the "meta" device (no values)
+    # runs forward in both modes; the value checks are skipped there (nothing to read)
+    x = torch.empty(4, 3, 2, 2, device="meta")
+    for cls in (nn.BatchNorm2d, BatchNorm2d):
+        with torch.device("meta"):
+            bn = cls(3)
+        for mode in (True, False):
+            bn.train(mode)
+            out = bn(x)
+            assert out.device.type == "meta" and out.shape == x.shape
+        bn.to_empty(device="cpu")
+        bn.reset_parameters()
+        assert bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_to_dtype_converts_parameters_and_buffers_like_torch(ref_cls, our_cls, shape):
+    for target in (torch.float64, torch.float16, torch.bfloat16):
+        ref, ours = ref_cls(3).to(target), our_cls(3).to(target)
+        for (k, a), (k2, b) in zip(ref.state_dict().items(), ours.state_dict().items()):
+            assert k == k2 and a.dtype == b.dtype
+
+
+# ----------------------------------------------------------------------------- torch's unit tests
+
+
+def test_load_state_dict_keeps_the_count_when_the_key_is_missing():
+    # port of TestNN.test_batchnorm_load_state_dict: a state dict without num_batches_tracked
+    # (and without version metadata) leaves the layer's own count as it was; a layer on the
+    # "meta" device gets a real 0
+    from collections import OrderedDict
+
+    for cls in (nn.BatchNorm2d, BatchNorm2d):
+        bn = cls(3)
+        assert bn.state_dict()["num_batches_tracked"].item() == 0
+        bn.num_batches_tracked = torch.tensor(10)
+        assert bn.state_dict()["num_batches_tracked"].item() == 10
+        bn.load_state_dict(OrderedDict(), strict=False)
+        assert bn.state_dict()["num_batches_tracked"].item() == 10
+        with torch.device("meta"):
+            meta_bn = cls(3)
+        assert meta_bn.num_batches_tracked.device.type == "meta"
+        meta_bn.load_state_dict(OrderedDict(), assign=True, strict=False)
+        assert meta_bn.num_batches_tracked.device.type == "cpu"
+        assert meta_bn.state_dict()["num_batches_tracked"].item() == 0
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+@pytest.mark.parametrize("version", [None, 1])
+def test_old_state_dict_loads_into_ours_as_into_torchs(ref_cls, our_cls, shape, version):
+    # test/nn/test_load_state_dict.py, TestLoadStateDict.test_load_state_dict_BC: a version-1
+    # (or unversioned) BatchNorm state dict has no num_batches_tracked. Load the SAME old dict
+    # into torch's layer and ours, fresh and already trained: the results must be identical.
+    source = ref_cls(3)
+    source(torch.randn(shape) * 2 + 1)
+    old = source.state_dict()
+    del old["num_batches_tracked"]
+    if version is None:
+        del old._metadata[""]["version"]
+    else:
+        old._metadata[""]["version"] = version
+    for trained in (False, True):
+        ref, ours = ref_cls(3), our_cls(3)
+        if trained:
+            for m in (ref, ours):
+                for _ in range(3):
+                    m(torch.randn(shape))
+        ref.load_state_dict(copy.deepcopy(old))
+        ours.load_state_dict(copy.deepcopy(old))
+        for (k, a), (k2, b) in zip(ref.state_dict().items(), ours.state_dict().items()):
+            assert k == k2 and a.dtype == b.dtype and torch.equal(a, b), k
+        assert ours.num_batches_tracked.item() == (3 if trained else 0)
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_update_stats_in_training_only(ref_cls, our_cls, shape):
+    # after TestNNDeviceType._test_batchnorm_update_stats: training forwards update the running
+    # statistics and count each batch; eval forwards change neither
+    for cls in (ref_cls, our_cls):
+        bn = cls(3)
+        x = torch.randn(shape) * 2 + 1
+        for step in range(1, 4):
+            bn(x)
+            assert bn.num_batches_tracked.item() == step
+        assert not torch.equal(bn.running_mean, torch.zeros(3))
+        bn.eval()
+        before = snapshot(bn)
+        bn(x)
+        assert_unchanged(bn, before)
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_simple_average_of_batch_statistics(ref_cls, our_cls, shape):
+    # after TestNNDeviceType._test_batchnorm_simple_average: momentum=None averages the batch
+    # statistics with equal weights; reset_running_stats starts the average over
+    dims = (0,) + tuple(range(2, len(shape)))
+    x1, x2 = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64) * 3
+    mean = (x1.mean(dims) + x2.mean(dims)) / 2
+    var = (x1.var(dims) + x2.var(dims)) / 2  # unbiased
+    for cls in (ref_cls, our_cls):
+        bn = cls(3, momentum=None, dtype=torch.float64)
+        assert torch.equal(bn.running_mean, torch.zeros(3, dtype=torch.float64))
+        for _ in range(2):
+            bn(x1)
+            bn(x2)
+            torch.testing.assert_close(bn.running_mean, mean)
+            torch.testing.assert_close(bn.running_var, var)
+            bn.reset_running_stats()
+            assert bn.num_batches_tracked.item() == 0
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_affine_with_unit_weight_equals_no_affine(ref_cls, our_cls, shape):
+    # after TestNNDeviceType._test_batchnorm_affine: weight 1 and bias 0 give exactly the
+    # output and input gradient of a layer without affine parameters
+    x = torch.randn(shape, dtype=torch.float64) * 2 + 1
+    grad = torch.randn(shape, dtype=torch.float64)
+    for cls in (ref_cls, our_cls):
+        out_a, gx_a = _forward_backward(cls(3, dtype=torch.float64), x, grad)
+        out_n, gx_n = _forward_backward(cls(3, affine=False, dtype=torch.float64), x, grad)
+        torch.testing.assert_close(out_a, out_n, rtol=0, atol=0)
+        torch.testing.assert_close(gx_a, gx_n, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("ref_cls,our_cls,shape", LAYERS, ids=IDS)
+def test_eval_mode_is_stateless_and_without_tracking_equals_training(ref_cls, our_cls, shape):
+    # after TestNNDeviceType._test_batchnorm_eval: in eval mode two identical calls give the
+    # same output and gradient (nothing is updated); with track_running_stats=False eval mode
+    # normalizes with the batch, exactly as training mode does
+    x = torch.randn(shape, dtype=torch.float64) * 2 + 1
+    grad = torch.randn(shape, dtype=torch.float64)
+    for cls in (ref_cls, our_cls):
+        bn = cls(3, dtype=torch.float64).eval()
+        first, second = _forward_backward(bn, x, grad), _forward_backward(bn, x, grad)
+        for a, b in zip(first, second, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        free = cls(3, track_running_stats=False, dtype=torch.float64)
+        in_training = _forward_backward(free, x, grad)
+        in_eval = _forward_backward(free.eval(), x, grad)
+        for a, b in zip(in_training, in_eval, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5), (3, 3, 2, 2)])
+def test_gradcheck_and_gradgradcheck(training, shape):
+    # after TestNNDeviceType._test_batchnorm_grad: first and second derivatives of the
+    # functional form in float64, with respect to input, weight and bias
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64) * 2
+
+    def f(x, w, b):
+        return batch_norm(x, rm.clone(), rv.clone(), w, b, training=training, eps=1e-3)
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_departure_eval_output_is_differentiable_in_the_running_statistics():
+    # TestNN.test_batchnorm_raises_error_if_running_var_or_running_mean_have_forward_grad:
+    # torch refuses forward-mode derivatives with respect to running_mean/running_var. Ours is
+    # written from the formula, y = (x - m) / sqrt(v + eps) * w + b, and autograd
+    # differentiates it: dy/dm = -w / sqrt(v + eps), dy/dv = -(x - m) w / (2 (v + eps)^1.5)
+    import torch.autograd.forward_ad as fwAD
+
+    x, m, v = torch.randn(3, 2, 5, dtype=torch.float64), torch.randn(2), torch.rand(2) + 0.5
+    m, v = m.double(), v.double()
+    tm, tv = torch.rand(2, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    with fwAD.dual_level():
+        args = (fwAD.make_dual(x, torch.zeros_like(x)), fwAD.make_dual(m, tm))
+        with pytest.raises(RuntimeError, match="not differentiable wrt running_mean"):
+            F.batch_norm(args[0], args[1], v, training=False)
+        out = batch_norm(args[0], args[1], fwAD.make_dual(v, tv), training=False, eps=1e-5)
+        tangent = fwAD.unpack_dual(out).tangent
+    c = (1, 2, 1)
+    expected = -tm.reshape(c) / torch.sqrt(v.reshape(c) + 1e-5) - (x - m.reshape(c)) * tv.reshape(
+        c
+    ) / (2 * (v.reshape(c) + 1e-5) ** 1.5)
+    torch.testing.assert_close(tangent, expected)
+
+
+# ----------------------------------------------------------------------------- errors vs torch
+# Every bad call below goes to torch and to ours. Where ours raises what torch raises (the
+# same class, or a subclass of it), nothing more is asked. Every other row is a deliberate
+# departure: it names the sentence of bnteach/batchnorm.py's docstring that lists it.
+
+X2 = torch.randn(4, 3)
+ONES, ZEROS = torch.ones(3), torch.zeros(3)
+NAN_BATCH = torch.randn(4, 3).index_fill_(0, torch.tensor([0]), math.nan)
+
+
+def _nan_weight(cls):
+    bn = cls(3)
+    with torch.no_grad():
+        bn.weight[1] = math.nan
+    return bn
+
+
+ERROR_CASES = {
+    # name: (torch call, our call, departure sentence or None)
+    "eps -1 in a training pass": (
+        lambda: nn.BatchNorm1d(3, eps=-1.0)(X2),
+        lambda: BatchNorm1d(3, eps=-1.0)(X2),
+        None,
+    ),
+    "a batch of one": (lambda: nn.BatchNorm1d(3)(X2[:1]), lambda: BatchNorm1d(3)(X2[:1]), None),
+    "4-D input to BatchNorm1d": (
+        lambda: nn.BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+        lambda: BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+        None,
+    ),
+    "3-D input to BatchNorm2d": (
+        lambda: nn.BatchNorm2d(3)(X2[None]),
+        lambda: BatchNorm2d(3)(X2[None]),
+        None,
+    ),
+    "channels differ": (
+        lambda: nn.BatchNorm1d(4)(X2),
+        lambda: BatchNorm1d(4)(X2),
+        None,
+    ),
+    "float64 layer, float32 input": (
+        lambda: nn.BatchNorm1d(3).double()(X2),
+        lambda: BatchNorm1d(3).double()(X2),
+        None,
+    ),
+    "float16 input, float32 weight, float16 buffers": (
+        lambda: F.batch_norm(X2.half(), ZEROS.half(), ONES.half(), ONES, training=True),
+        lambda: batch_norm(X2.half(), ZEROS.half(), ONES.half(), ONES, training=True),
+        None,
+    ),
+    "integer running_mean": (
+        lambda: F.batch_norm(X2, ZEROS.long(), ONES.long(), training=True),
+        lambda: batch_norm(X2, ZEROS.long(), ONES.long(), training=True),
+        None,
+    ),
+    "running_mean of shape (1, C)": (
+        lambda: F.batch_norm(X2, ZEROS[None], ONES[None], training=True),
+        lambda: batch_norm(X2, ZEROS[None], ONES[None], training=True),
+        None,
+    ),
+    "running_mean a list": (
+        lambda: F.batch_norm(X2, [0.0] * 3, [1.0] * 3, training=True),
+        lambda: batch_norm(X2, [0.0] * 3, [1.0] * 3, training=True),
+        None,
+    ),
+    "running_mean without running_var": (
+        lambda: F.batch_norm(X2, ZEROS, None, training=True),
+        lambda: batch_norm(X2, ZEROS, None, training=True),
+        None,
+    ),
+    "F momentum None": (
+        lambda: F.batch_norm(X2, ZEROS, ONES, training=True, momentum=None),
+        lambda: batch_norm(X2, ZEROS, ONES, training=True, momentum=None),
+        None,
+    ),
+    "F training a string": (
+        lambda: F.batch_norm(X2, ZEROS, ONES, training="False"),
+        lambda: batch_norm(X2, ZEROS, ONES, training="False"),
+        None,
+    ),
+    "eps a string": (
+        lambda: nn.BatchNorm1d(3, eps="1e-5")(X2),
+        lambda: BatchNorm1d(3, eps="1e-5")(X2),
+        None,
+    ),
+    "num_features a float": (lambda: nn.BatchNorm1d(3.0), lambda: BatchNorm1d(3.0), None),
+    "F 1-D input": (
+        lambda: F.batch_norm(ONES, None, None, training=True),
+        lambda: batch_norm(ONES, None, None, training=True),
+        "a 1-D input to ``batch_norm`` raises ``ValueError`` (torch: IndexError)",
+    ),
+    "integer input": (
+        lambda: nn.BatchNorm1d(3)(X2.long()),
+        lambda: BatchNorm1d(3)(X2.long()),
+        "and a non-floating input, raise ``TypeError``",
+    ),
+    "NumPy input": (
+        lambda: nn.BatchNorm1d(3)(X2.numpy()),
+        lambda: BatchNorm1d(3)(X2.numpy()),
+        "A non-tensor input or per-channel argument",
+    ),
+    "F eval without running statistics": (
+        lambda: F.batch_norm(X2, None, None, training=False),
+        lambda: batch_norm(X2, None, None, training=False),
+        "``batch_norm`` with ``training=False`` and no running statistics",
+    ),
+    "momentum 0.9 + 1": (
+        lambda: nn.BatchNorm1d(3, momentum=1.9)(X2),
+        lambda: BatchNorm1d(3, momentum=1.9)(X2),
+        "``momentum`` outside [0, 1] is rejected",
+    ),
+    "eps 0 in eval mode": (
+        lambda: nn.BatchNorm1d(3, eps=0.0).eval()(X2),
+        lambda: BatchNorm1d(3, eps=0.0).eval()(X2),
+        "``eps`` must be a positive finite number, checked when the layer is built",
+    ),
+    "affine a string": (
+        lambda: nn.BatchNorm1d(3, affine="False"),
+        lambda: BatchNorm1d(3, affine="False"),
+        "``affine='False'`` means True there",
+    ),
+    "num_features 0": (
+        lambda: nn.BatchNorm1d(0),
+        lambda: BatchNorm1d(0),
+        "(torch builds ``BatchNorm1d(0)``)",
+    ),
+    "integer dtype": (
+        lambda: nn.BatchNorm1d(3, affine=False, dtype=torch.long),
+        lambda: BatchNorm1d(3, affine=False, dtype=torch.long),
+        "``dtype`` a\n  floating-point dtype",
+    ),
+    "NaN in a training batch": (
+        lambda: nn.BatchNorm1d(3)(NAN_BATCH),
+        lambda: BatchNorm1d(3)(NAN_BATCH),
+        "raises :class:`NonFiniteBatchError` whenever\n  batch statistics are used",
+    ),
+    "values whose variance overflows": (
+        lambda: nn.BatchNorm1d(3)(X2 * 1e20),
+        lambda: BatchNorm1d(3)(X2 * 1e20),
+        "values so\n  large that their variance overflows the dtype",
+    ),
+    "NaN weight": (
+        lambda: _nan_weight(nn.BatchNorm1d)(X2),
+        lambda: _nan_weight(BatchNorm1d)(X2),
+        "raises :class:`NonFiniteStateError`",
+    ),
+}
+
+
+def _raised(call):
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001 (we compare what each raises)
+        return err
+    return None
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES))
+def test_errors_are_torchs_or_listed_departures(case):
+    import bnteach.batchnorm as bnmod
+
+    torch_call, our_call, departure = ERROR_CASES[case]
+    theirs, ours = _raised(torch_call), _raised(our_call)
+    if departure is None:
+        assert theirs is not None, f"{case}: torch raised nothing; list it as a departure"
+        assert isinstance(ours, type(theirs)), (case, type(theirs), type(ours))
+    else:
+        same = (theirs is None and ours is None) or (
+            theirs is not None and isinstance(ours, type(theirs))
+        )
+        assert not same, f"{case}: ours now does what torch does; drop the departure"
+        doc = " ".join(bnmod.__doc__.split())
+        assert " ".join(departure.split()) in doc, f"{case}: the docstring must list {departure!r}"
+
+
+OPENINGS = {
+    # words of torch's message that torch's own tests match: (torch call, our call)
+    "eps must be positive": (
+        lambda: nn.BatchNorm2d(3, eps=0.0)(torch.randn(2, 3, 2, 2)),
+        lambda: BatchNorm2d(3, eps=0.0),
+    ),
+    "Expected more than 1 value per channel when training": (
+        lambda: nn.BatchNorm1d(3)(X2[:1]),
+        lambda: BatchNorm1d(3)(X2[:1]),
+    ),
+    "expected 2D or 3D input (got 4D input)": (
+        lambda: nn.BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+        lambda: BatchNorm1d(3)(torch.randn(2, 3, 2, 2)),
+    ),
+    "expected 4D input (got 2D input)": (
+        lambda: nn.BatchNorm2d(3)(X2),
+        lambda: BatchNorm2d(3)(X2),
+    ),
+}
+
+
+@pytest.mark.parametrize("opening", list(OPENINGS))
+def test_messages_open_with_torchs_words(opening):
+    # the module docstring promises it: code (and tests) that match torch's words still match
+    torch_call, our_call = OPENINGS[opening]
+    theirs, ours = _raised(torch_call), _raised(our_call)
+    assert theirs is not None and opening in str(theirs), str(theirs)  # as torch's tests search
+    assert ours is not None and str(ours).startswith(opening), str(ours)

@@ -123,11 +123,11 @@ def test_global_rng_untouched_by_building(digits):
     "kwargs,err,phrase",
     [
         (dict(batch_size=1), ValueError, "batch_size"),
-        (dict(batch_size=4.0), ValueError, "batch_size"),
+        (dict(batch_size=4.0), TypeError, "batch_size"),
         (dict(lr=0), ValueError, "lr"),
         (dict(epochs=0), ValueError, "epochs"),
         (dict(seeds=[]), ValueError, "seeds"),
-        (dict(seeds=[1.5]), ValueError, "seeds"),
+        (dict(seeds=[1.5]), TypeError, "seeds"),
         (dict(norm="weight"), ValueError, "norm must be one of"),
     ],
 )

@@ -67,7 +67,7 @@ CASES = [
     (
         "many: seeds a string",
         lambda d: lambda: cnn.train_cnns("01", d, epochs=1),
-        ValueError,
+        TypeError,
         "seeds",
     ),
     (

@@ -1,7 +1,9 @@
 """bnteach.graphs: the computational-graph figure of notebook 08."""
 
 import io
+import math
 
+import pytest
 from matplotlib.figure import Figure
 
 from bnteach.graphs import EDGES, NODES, bn_graph_figure
@@ -33,3 +35,18 @@ def test_edges_follow_the_forward_pass():
     assert {"mu", "xc", "var", "rstd", "xhat", "y"} == inputs
     assert ("x", "mu") in EDGES and ("var", "rstd") in EDGES
     assert all(a in order and b in order for a, b in EDGES)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,words",
+    [
+        (dict(gradients="no"), TypeError, "gradients must be True or False"),
+        (dict(width="11"), TypeError, "width"),
+        (dict(width=1e30), ValueError, "between 2 and 40"),
+        (dict(width=1e-30), ValueError, "between 2 and 40"),
+        (dict(width=math.nan), ValueError, "positive, finite"),
+    ],
+)
+def test_graph_figure_refuses_bad_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        bn_graph_figure(**kwargs)
