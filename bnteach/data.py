@@ -114,11 +114,16 @@ class TensorLoader:
                 f"generator must be a torch.Generator (or None), got "
                 f"{checks.describe(generator)}: e.g. torch.Generator().manual_seed(0)."
             )
+        if X.shape[0] == 0:
+            raise ValueError(
+                f"X holds no samples (shape {tuple(X.shape)}): a loader over it would yield no "
+                f"batch. Check how X was made (an empty split, or a filter that kept nothing)."
+            )
         checks.finite(X, "X")
         checks.finite(y, "y")
         self.X, self.y = X, y
-        # batch_size=None: the whole set in one batch (an empty set gives no batch)
-        self.batch_size = max(X.shape[0], 1) if batch_size is None else batch_size
+        # batch_size=None: the whole set in one batch
+        self.batch_size = X.shape[0] if batch_size is None else batch_size
         self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
 
     def __len__(self):

@@ -63,6 +63,7 @@ def scale_init_(model, scale, scale_output=False, generator=None):
         and scale > 0
     ):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}.")
+    checks.flag(scale_output, "scale_output")
     activation = _activation_name(model)
     linears = [m for m in model.network if isinstance(m, nn.Linear)]
     with torch.no_grad():

@@ -788,8 +788,8 @@ class _Binary:
     @staticmethod
     def metrics(logits, y):
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean((1, 2))
-        acc = ((logits > 0).to(y.dtype) == y).double().mean((1, 2))
-        return loss.double(), acc
+        hit = ((logits > 0).to(y.dtype) == y) & logits.isfinite()  # NaN is no answer
+        return loss.double(), hit.double().mean((1, 2))
 
 
 class _Classes:
@@ -812,7 +812,8 @@ class _Classes:
     @staticmethod
     def metrics(logits, y):
         loss = _Classes.losses(logits, y).mean(1)
-        return loss.double(), (logits.argmax(2) == y).double().mean(1)
+        hit = (logits.argmax(2) == y) & logits.isfinite().all(2)  # NaN is no answer
+        return loss.double(), hit.double().mean(1)
 
 
 # ----------------------------------------------------------------------------------------

@@ -210,9 +210,9 @@ def test_nan_is_reported_as_data():
 
 def test_valid_inputs_still_work():
     assert len(TensorLoader(X, Y, None)) == 1
-    # an empty loader is honest: no batches (train_model and evaluate then explain)
-    assert len(TensorLoader(torch.zeros(0, 2), torch.zeros(0, 1), None)) == 0
-    assert list(TensorLoader(torch.zeros(0, 2), torch.zeros(0, 1))) == []
+    # an empty loader is refused at once: it would yield no batch at all
+    with pytest.raises(ValueError, match="X holds no samples"):
+        TensorLoader(torch.zeros(0, 2), torch.zeros(0, 1))
     assert len(TensorLoader(X, Y[:, 0].long(), np.int64(4))) == 3  # class labels, numpy size
     assert len(TensorLoader(torch.zeros(6, 1, 8, 8), torch.zeros(6, dtype=torch.long), 2)) == 3
     train, val = make_loaders(X, X[:4], Y, Y[:4], batch_size=4, drop_last=True)

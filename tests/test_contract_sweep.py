@@ -162,3 +162,11 @@ def test_good_data_is_accepted_as_given(d):
     result = sweep.run(seeds=[0], lrs=[0.01], epochs=1, data=d)
     assert result.batch_size == 64 and result.device == torch.device("cpu")
     assert result.epochs_run == 1 and result.seeds == [0]
+
+
+def test_nan_logits_count_as_wrong_answers(d):
+    """A replica whose logits are NaN answers nothing: accuracy 0 at the epoch it diverged,
+    not the share of class-0 samples."""
+    result = sweep.run([0], [1e30], epochs=1, data=d)
+    assert result.diverged_at == [1, 1]
+    assert result.val_acc[:, 0].tolist() == [0.0, 0.0]
