@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_teaching_error
 
 from bnteach import checks
 
@@ -90,10 +91,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_value_gets_a_teaching_error(case):
-    call, error, words = CASES[case]
-    with pytest.raises(error) as info:
-        call()
-    assert words in str(info.value)
+    assert_teaching_error(*CASES[case])
 
 
 def test_valid_values_pass_through():

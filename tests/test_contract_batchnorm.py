@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_teaching_error, table
 from torch import nn
 
 from bnteach import batchnorm as bn
@@ -109,11 +110,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@table(CASES)
 def test_bad_input_gets_a_teaching_error(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)
 
 
 @pytest.mark.parametrize("loader", [X, {"x": X}, [(X.double(), None)], [(X[:1], None)], []])

@@ -5,6 +5,7 @@ zero-argument call, the error type, a phrase the message must contain)."""
 import math
 
 import pytest
+from conftest import assert_teaching_error, table
 from torch import nn
 
 from bnteach import checks, cnn, graphs, init
@@ -108,11 +109,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("make, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gets_a_teaching_error(digits, make, error, phrase):
-    with pytest.raises(error) as info:
-        make(digits)()
-    assert phrase in str(info.value), str(info.value)
+@table(CASES)
+def test_bad_input_gets_a_teaching_error(digits, call, error, phrase):
+    assert_teaching_error(call(digits), error, phrase)
 
 
 def test_train_cnns_reads_the_class_count_of_the_models_given(digits):

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_teaching_error, table
 
 from bnteach import checks
 from bnteach.data import TensorLoader, load_data, load_digits, make_loaders, shifted
@@ -196,11 +197,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@table(CASES)
 def test_bad_input_gets_a_teaching_error(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)
 
 
 def test_nan_is_reported_as_data():
@@ -260,10 +259,6 @@ def with_nan(X):
     return X
 
 
-@pytest.mark.parametrize(
-    "call, error, phrase", [c[1:] for c in SHIFT_CASES], ids=[c[0] for c in SHIFT_CASES]
-)
+@table(SHIFT_CASES)
 def test_digits_and_shifts_get_teaching_errors(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)

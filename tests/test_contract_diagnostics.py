@@ -3,9 +3,9 @@
 import math
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_teaching_error, table
 from torch import nn
 
 from bnteach.diagnostics import (
@@ -249,11 +249,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@table(CASES)
 def test_bad_argument_gets_a_teaching_error(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)
 
 
 def test_valid_arguments_still_work():

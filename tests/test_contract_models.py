@@ -1,8 +1,8 @@
 """Bad arguments to bnteach.models: a table of (case, call, error type, phrase in the message)."""
 
 import numpy as np
-import pytest
 import torch
+from conftest import assert_teaching_error, table
 
 from bnteach.models import MLP, MLPWithBN, ResidualMLP, SimpleMLP, count_parameters
 
@@ -88,11 +88,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@table(CASES)
 def test_bad_argument_gets_a_teaching_error(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)
 
 
 def test_valid_arguments_still_build():
@@ -127,10 +125,6 @@ NEW_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "call, error, phrase", [c[1:] for c in NEW_CASES], ids=[c[0] for c in NEW_CASES]
-)
+@table(NEW_CASES)
 def test_variants_get_teaching_errors(call, error, phrase):
-    with pytest.raises(error) as info:
-        call()
-    assert phrase in str(info.value), str(info.value)
+    assert_teaching_error(call, error, phrase)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_teaching_error, table
 
 from bnteach import checks, sweep
 from bnteach.data import load_data
@@ -138,11 +139,9 @@ if not torch.cuda.is_available():
     CASES.append(("cuda absent", lambda d: run(device="cuda"), ValueError, "CUDA is not available"))
 
 
-@pytest.mark.parametrize("make, error, phrase", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gets_a_teaching_error(d, make, error, phrase):
-    with pytest.raises(error) as info:
-        make(d)()
-    assert phrase in str(info.value), str(info.value)
+@table(CASES)
+def test_bad_input_gets_a_teaching_error(d, call, error, phrase):
+    assert_teaching_error(call(d), error, phrase)
 
 
 def test_stream_checks_at_the_call_not_at_the_first_epoch():

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_teaching_error
 from torch import nn
 
 from bnteach.diagnostics import (
@@ -217,9 +218,7 @@ def _nan_param(model, name="0.weight", value=math.nan):
 def test_probe_refuses_instead_of_returning_nan(case):
     call, error, words = PROBE_CASES[case]
     model = net(bn=False)
-    with pytest.raises(error) as info:
-        call(model)
-    assert words in str(info.value)
+    assert_teaching_error(lambda: call(model), error, words)
 
 
 @pytest.mark.parametrize("probe", ["gradient_step_probe", "covariate_shift"])
