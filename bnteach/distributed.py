@@ -15,8 +15,11 @@ ranks (rank r holds n_r values of channel c, the sums run over them):
 
 So each rank packs its local [S1 (C), S2 (C), n] into one tensor of 2C + 1 numbers and one
 all_reduce (a sum over ranks) hands every rank the totals. Averaging the ranks' means instead
-would be wrong whenever the shards have different sizes; carrying n makes it exact. The backward
-pass needs two more global sums per channel, again one all_reduce of 2C numbers:
+would be wrong whenever the shards have different sizes; carrying n makes it exact. The sums are
+taken in float64 whatever the input's dtype: S2 / n - mean ** 2 loses digits when a channel's
+mean is large against its spread (a relative error of about 1e-16 * mean ** 2 / var), far
+below float32's resolution. The backward pass needs two more global sums per channel, again
+one all_reduce of 2C numbers:
 
     dx = weight * invstd * (dy - sum(dy) / n - xhat * sum(dy * xhat) / n)
 
@@ -245,6 +248,11 @@ def _worker(rank, world_size, init_method, timeout, payload, conn):
     if message[0] == "ok":  # after an error the parent stops every process anyway
         _leave_group()
     conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # End here, skipping the interpreter's teardown of torch's modules (1-2 s on a busy
+    # 2-core machine, for nothing: the result is sent and the group is left).
+    os._exit(0 if message[0] == "ok" else 1)
 
 
 def _poll(proc, reader, rank):
@@ -310,7 +318,9 @@ def launch(fn, world_size, *args, timeout=60, **kwargs):
 
     fn must live in an importable module (not a notebook cell, not a lambda): each process
     imports it by name. Its arguments and its return value travel pickled, so return plain
-    data (numbers, lists, dicts, tensors), never a DistributedDataParallel wrapper.
+    data (numbers, lists, dicts, tensors), never a DistributedDataParallel wrapper. A process
+    ends as soon as its result is sent (``os._exit``, without Python's exit handlers): close
+    any file fn writes (``with open(...)``) before it returns.
 
     timeout: seconds for the whole launch, starting the processes included (each one imports
     torch, 1-3 s). A rank that raises makes launch raise :class:`WorkerError` (its rank, the
@@ -461,8 +471,10 @@ class SyncBatchNorm(_BatchNorm):
 
     Like torch's nn.SyncBatchNorm (torch 2.13, torch/nn/modules/batchnorm.py), it communicates
     only in training mode, and falls back to plain batch norm on the local batch (what
-    nn.BatchNorm does) in eval mode, outside an initialised process group
-    (``torch.distributed.is_initialized()`` False) and in a group of one process.
+    nn.BatchNorm does) in eval mode and outside an initialised process group
+    (``torch.distributed.is_initialized()`` False). In a group of one process it falls back
+    too, as torch's does on a GPU (on the CPU torch's raises there: its device check comes
+    first).
 
     Why not torch's own nn.SyncBatchNorm: it needs a GPU. Inside a process group on the CPU it
     raises "ValueError: SyncBatchNorm expected input tensor to be on GPU or XPU or
@@ -745,7 +757,10 @@ def ddp_train(
     Returns this rank's dict: "state" (a copy of the model's state_dict: parameters and BN
     buffers), "losses" (its shard's loss per step), "trace" (the first BN layer's
     running_mean as its forward starts, its input's mean, and its running_mean after the step,
-    each (steps, 128)), "seconds_per_step" (wall time per step, on this rank).
+    each (steps, 128)), "seconds_per_step" (wall time per step after the first, on this rank).
+
+    With ``broadcast_buffers`` the ranks' running statistics are equal at the START of each
+    forward (the trace's "seen"), not after it: each rank then adds its own shard's update.
     """
     from bnteach.models import MLP  # here, so that importing this module stays light
 
@@ -759,7 +774,9 @@ def ddp_train(
     loss_fn = nn.BCEWithLogitsLoss()
     trace, losses = _Trace(bn_layers(model)[0]), []
     start = time.perf_counter()
-    for rows in batch_indices(len(X), per_device * world_size, steps, seed):
+    for step, rows in enumerate(batch_indices(len(X), per_device * world_size, steps, seed)):
+        if step == 1:  # time the steps after the first, which also sets DDP's buckets up
+            start = time.perf_counter()
         shard = rows[rank * per_device : (rank + 1) * per_device]
         optimizer.zero_grad()
         loss = loss_fn(ddp(X[shard].to(dtype)), y[shard].to(dtype))
@@ -767,7 +784,7 @@ def ddp_train(
         optimizer.step()
         losses.append(loss.item())
         trace.step_done()
-    seconds = (time.perf_counter() - start) / steps
+    seconds = (time.perf_counter() - start) / max(steps - 1, 1)
     del ddp, optimizer  # no DDP wrapper may outlive the process group (launch destroys it)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"state": state, "losses": losses, "trace": trace.result(), "seconds_per_step": seconds}
@@ -826,9 +843,12 @@ def demo(rank, world_size, per_device=3, channels=3, seed=None):
         return "[" + ", ".join(f"{v:+.3f}" for v in t.tolist()) + "]"
 
     lines = [
-        f"rank {rank}: its {per_device} samples' mean         {show(x[mine].mean(0))}",
-        f"rank {rank}: per-device BN running_mean     {show(per_device_bn.running_mean)}",
-        f"rank {rank}: SyncBN running_mean            {show(sync.running_mean)}",
+        f"rank {rank}: {label:<32}{show(value)}"
+        for label, value in [
+            (f"the mean of its {per_device} samples", x[mine].mean(0)),
+            ("per-device BN running_mean", per_device_bn.running_mean),
+            ("SyncBN running_mean", sync.running_mean),
+        ]
     ]
     return {"lines": lines, "max_diff": max_diff, "global_mean": show(x.mean(0))}
 
@@ -848,11 +868,11 @@ def _report(results):
         f"{world_size} processes (gloo on the CPU) stand in for {world_size} devices; each holds "
         f"its own rows of one global batch.",
         *(line for result in results for line in result["lines"]),
-        f"the whole global batch's mean               {results[0]['global_mean']}",
-        "(after one step, running_mean = 0.1 x the batch mean: per-device BN used its own rows,",
-        " SyncBN the whole batch, on every rank)",
-        f"SyncBN against nn.BatchNorm1d on the concatenated batch (output, input gradient, "
-        f"running statistics): largest difference {worst:.1e}"
+        f"{'the mean of the whole global batch':<40}{results[0]['global_mean']}",
+        "After one step, running_mean = 0.1 x a batch mean: per-device BN used its own rows,",
+        "SyncBN the whole global batch, the same on every rank.",
+        "SyncBN against nn.BatchNorm1d on the concatenated batch in one process (output, input",
+        f"gradient, running statistics): largest difference {worst:.1e}"
         + (" (equal up to rounding)" if equal else " (NOT EQUAL)"),
     ]
     return "\n".join(lines), equal

@@ -791,6 +791,20 @@ def test_bad_input_is_refused_before_any_process_starts():
     assert "spawn" in str(pytest.raises(ValueError, launch, nested, 2).value)
 
 
+def test_a_failed_rendezvous_says_what_to_check(monkeypatch):
+    """(Seen for real in a network namespace whose loopback is down: gloo's "Unable to find
+    address for: lo".)"""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unable to find address for: lo")
+
+    monkeypatch.setattr(dist, "init_process_group", refuse)
+    with pytest.raises(RuntimeError, match="rank 1 could not join") as caught:
+        distributed._join_group(1, 2, timeout=5, init_method="file:///nowhere")
+    assert "Unable to find address for: lo" in str(caught.value)
+    assert "ip link set lo up" in str(caught.value)
+
+
 def test_an_unpicklable_result_gets_a_teaching_error():
     with pytest.raises(TypeError, match="never a DistributedDataParallel wrapper"):
         distributed._pack_result(threading.Lock())
