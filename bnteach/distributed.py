@@ -34,6 +34,7 @@ Contents:
 """
 
 import gc
+import inspect
 import io
 import multiprocessing
 import os
@@ -51,11 +52,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
 
 from bnteach import checks
 from bnteach.batchnorm import BatchNorm1d as _ScratchBatchNorm1d
 from bnteach.batchnorm import BatchNorm2d as _ScratchBatchNorm2d
 from bnteach.batchnorm import ChannelMismatchError, DtypeMismatchError, bn_layers
+from bnteach.models import MLP
+from bnteach.stats import seeds
 
 __all__ = [
     "MAX_WORLD_SIZE",
@@ -346,9 +350,11 @@ def launch(fn, world_size, *args, timeout=60, **kwargs):
                     args=(rank, world_size, init_method, timeout, payload, writer),
                     name=f"bnteach-rank-{rank}",
                 )
-                proc.start()
-                procs.append(proc)
-                writer.close()  # the child's end: only then does a dead child read as EOF
+                try:
+                    proc.start()
+                    procs.append(proc)
+                finally:
+                    writer.close()  # the child's end: only then does a dead child read as EOF
             results = _receive(procs, readers, deadline, timeout)
             grace = min(10.0, max(0.0, deadline - time.monotonic()))
         except BaseException:
@@ -398,10 +404,11 @@ def _input_problem(input, layer):
 
 
 class _SyncBatchNormFunction(torch.autograd.Function):
-    """Batch norm over the union of every rank's batch: one all_reduce forward, one backward.
+    """Batch norm over the union of every rank's batch, given its statistics.
 
-    The forward receives the ALREADY reduced totals [S1 (C), S2 (C), n] (float64), so that the
-    module can check them on every rank before anything changes.
+    The forward receives the global mean and biased variance (C,) and count n, already
+    reduced by the module (the layer's first all_reduce), which checks them on every rank
+    before anything changes. The backward does the layer's second all_reduce.
     """
 
     @staticmethod
@@ -698,11 +705,9 @@ def _ddp(model, broadcast_buffers):
     """model wrapped in DistributedDataParallel. torch 2.13 renamed ``broadcast_buffers``
     (copy rank 0's buffers to every rank at the start of each forward) to
     ``forward_sync_buffers`` and deprecated the old name: pass whichever this torch knows."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    code = DistributedDataParallel.__init__.__code__
-    name = "forward_sync_buffers" if "forward_sync_buffers" in code.co_varnames else None
-    return DistributedDataParallel(model, **{name or "broadcast_buffers": broadcast_buffers})
+    known = inspect.signature(DistributedDataParallel).parameters
+    name = "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers"
+    return DistributedDataParallel(model, **{name: broadcast_buffers})
 
 
 class _Trace:
@@ -762,8 +767,6 @@ def ddp_train(
     With ``broadcast_buffers`` the ranks' running statistics are equal at the START of each
     forward (the trace's "seen"), not after it: each rank then adds its own shard's update.
     """
-    from bnteach.models import MLP  # here, so that importing this module stays light
-
     dtype = _dtype(dtype)
     torch.manual_seed(seed)
     model = MLP(X.shape[1], (128, 64), norm="batch", bias=bias).to(dtype)
@@ -811,8 +814,6 @@ def demo(rank, world_size, per_device=3, channels=3, seed=None):
     rows. Returns {"lines": text lines to print, "max_diff": the largest difference between
     SyncBN (output, input gradient, running statistics) and nn.BatchNorm1d on the whole batch}.
     """
-    from bnteach.stats import seeds
-
     seed = seeds(1)[0] if seed is None else seed
     generator = torch.Generator().manual_seed(seed)
     rows = world_size * per_device
