@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from bnteach import distributed
+from bnteach import distributed, sweep
 from bnteach.batchnorm import BatchNorm1d as ScratchBatchNorm1d
 from bnteach.batchnorm import BatchNorm2d as ScratchBatchNorm2d
 from bnteach.distributed import (
@@ -851,3 +851,45 @@ def test_without_torchrun_it_says_how_and_launches_the_demo(runs, monkeypatch, c
     assert calls == [(distributed.demo, 2)]
     out = capsys.readouterr().out
     assert distributed.TORCHRUN in out and "(equal up to rounding)" in out
+
+
+# ------------------------------------------------------- the engine's one-process equivalents
+
+
+def engine_run(data, spec):
+    """The collection's engine, sweep.run, on the rows the DDP run saw, in its order: a data
+    set arranged so that the engine's own shuffle of it yields DDP's 8 global batches, and
+    the start weights of ddp_train's model (inits=)."""
+    X, X_val, y, y_val = (t.double() for t in data)
+    rows = batch_indices(len(X), DDP["per_device"] * WORLD, DDP["steps"], DDP["seed"]).flatten()
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(DDP["seed"]))
+    arranged = torch.empty_like(rows)
+    arranged[order] = rows  # the engine's epoch visits arranged[order] == rows, in turn
+
+    def start(name, seed):
+        torch.manual_seed(DDP["seed"])
+        return MLP(X.shape[1], (128, 64), norm="batch").double()
+
+    result = sweep.run(
+        [DDP["seed"]], [DDP["lr"]], epochs=1, batch_size=DDP["per_device"] * WORLD,
+        models={"m": spec}, data=(X[arranged], X_val, y[arranged], y_val), inits=start,
+    )  # fmt: skip
+    (module,) = result.to_modules()
+    return module.state_dict()
+
+
+@pytest.mark.parametrize("name", ["sync", "per_device"])
+def test_the_engine_trains_what_ddp_trains(runs, data, name):
+    """SyncBN across 4 processes = the engine's plain BN on the global batch; per-device BN
+    = the engine's ghost BN with virtual_batch_size = the per-device batch, with rank 0's
+    running statistics (what broadcast_buffers leaves). So the seed comparisons of notebook
+    10 can run in one process."""
+    spec = {"norm": "batch"} if name == "sync" else {"norm": "ghost", "virtual_batch_size": 4}
+    state = engine_run(data, spec)
+    rank0 = ddp_results(runs, name)[0]["state"]
+    for key, value in state.items():
+        # the redundant biases' rounding noise, scaled by Adam: the engine's fused Adam and
+        # DDP's torch.optim.Adam round it differently (measured 1.5e-9)
+        tolerance = 1e-8 if key in NOISY else TOL
+        difference = float((value.double() - rank0[key].double()).abs().max())
+        assert difference <= tolerance, (key, difference)
