@@ -12,6 +12,7 @@ from torch import nn
 from bnteach import exercises
 from bnteach.batchnorm import fold_into_conv
 from bnteach.exercises import cnn as ex
+from bnteach.exercises import kit
 
 
 def good_spatial_bn(x, weight, bias, eps):
@@ -172,7 +173,7 @@ def test_fold_conv_right_answers():
 
 def _variant(fault):
     def fold(conv, bn):
-        folded = ex._fold_variant(conv, bn, fault)
+        folded = kit.fold_variant(conv, bn, fault)
         return folded
 
     return fold
@@ -216,7 +217,7 @@ def _no_bias_support(conv, bn):
         (_variant("var"), "instead of its square root"),
         (_variant("in axis"), "INPUT channels"),
         (_variant("no beta"), "drops BN's shift"),
-        (_variant("no conv bias"), "drops the conv's own bias"),
+        (_variant("no layer bias"), "drops the conv's own bias"),
         (_variant("no mean"), "subtract running_mean"),
         (_in_place, "in place"),
         (_runs_train, "training mode"),
@@ -303,7 +304,7 @@ def test_notebook_07_placeholders_read_not_attempted():
 
 def test_notebooks_07_and_08_share_the_feedback_core():
     """A learner's own exception, or a wrong keyword, is named as theirs in 07 and 08 too (the
-    checks use feedback._check with their own titles): never an internal error."""
+    checks use the kit's Notebook.check with their own titles): never an internal error."""
     from bnteach.exercises import backward
 
     def broken(*args):
@@ -315,4 +316,4 @@ def test_notebooks_07_and_08_share_the_feedback_core():
         assert "Internal error" not in fb.message
         fb = check(broken, colour="red", show=False)
         assert "arguments it does not take" in fb.message and "colour" in fb.message
-    assert backward.check_variance_term(None, show=False).exercise.startswith("Notebook 08")
+    assert backward.check_variance_term(None, show=False).exercise.startswith("Exercise 08.2")
