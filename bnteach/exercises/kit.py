@@ -211,7 +211,8 @@ class Notebook:
 
     def __init__(self, number):
         self.number = number
-        self.results = {}
+        self.results = {}  # key -> the latest Feedback
+        self.checks = {}  # key -> the check
         self._titles = {}
 
     @property
@@ -244,6 +245,7 @@ class Notebook:
                 return fb
 
             check.exercise = key
+            self.checks[key] = check
             return check
 
         return decorate
@@ -868,7 +870,7 @@ def fold_variant(layer, bn, fault=None, stats=None):
     statistics."""
     W = layer.weight.detach()
     has_bias = layer.bias is not None and fault != "no layer bias"
-    b = layer.bias.detach() if has_bias else torch.zeros(W.shape[0])
+    b = layer.bias.detach() if has_bias else W.new_zeros(W.shape[0])
     mu, var = (bn.running_mean, bn.running_var) if stats is None else stats
     denom = {"eps none": torch.sqrt(var), "var": var + bn.eps}.get(fault)
     s = bn.weight.detach() / (torch.sqrt(var + bn.eps) if denom is None else denom)
