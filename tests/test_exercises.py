@@ -617,7 +617,7 @@ def test_norm_variants(variant_runs):
     wrong(check_norm_variants(per_sample, variance_only, losses, ["BN"], show=False), "dim=1")
     wrong(
         check_norm_variants(mean_only, variance_only, {"BN": [0.3]}, ["BN"], show=False),
-        "should be a dict with the keys",
+        "should be a dict with exactly the keys",
     )
 
 

@@ -71,10 +71,10 @@ SPATIAL_MISTAKES = {
     "no grad": (lambda x, w, b, e: good_spatial_bn(x, w, b, e).detach(), "No gradient flows"),
     "in place": (lambda x, w, b, e: _inplace(x, w, b, e), "in place"),
     "raises": (lambda x, w, b, e: 1 / 0, "raised ZeroDivisionError"),
-    "nan": (lambda x, w, b, e: x * float("nan"), "NaN or inf"),
+    "nan": (lambda x, w, b, e: x * float("nan"), "contains NaN"),
     "shape": (lambda x, w, b, e: good_spatial_bn(x, w, b, e).reshape(-1, x.shape[1]), "shape"),
     "dtype": (lambda x, w, b, e: good_spatial_bn(x, w, b, e).float(), "dtype"),
-    "list": (lambda x, w, b, e: [1.0], "torch.Tensor"),
+    "list": (lambda x, w, b, e: [1.0], "torch tensor"),
     "kwarg": (lambda x, weight, bias, *, eps: x, "does not accept that"),
 }
 
@@ -213,7 +213,7 @@ def _no_bias_support(conv, bn):
 @pytest.mark.parametrize(
     "fn,phrase",
     [
-        (_variant("eps none"), "leaves out eps"),
+        (_variant("eps none"), "leaves out `eps`"),
         (_variant("var"), "instead of its square root"),
         (_variant("in axis"), "INPUT channels"),
         (_variant("no beta"), "drops BN's shift"),
@@ -222,7 +222,7 @@ def _no_bias_support(conv, bn):
         (_in_place, "in place"),
         (_runs_train, "training mode"),
         (_batch_stats, "training mode (batch statistics)"),
-        (_no_bias_support, "conv without bias"),
+        (_no_bias_support, "the conv has no bias"),
         (lambda conv, bn: nn.Sequential(conv, bn), "should return an nn.Conv2d"),
         (lambda conv, bn: nn.Conv2d(4, 4, 3), "shape"),
         (lambda conv, bn: nn.Conv2d(4, 4, 3, padding=1, bias=False), "has no bias"),

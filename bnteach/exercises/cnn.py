@@ -22,30 +22,6 @@ __all__ = ["EXERCISES", "check_spatial_bn", "check_norm_axes", "check_fold_conv"
 NB = kit.notebook("07")
 
 
-def _tensor_result(out, expected, name):
-    """Raise Wrong/NotAttempted unless out is a tensor of expected's shape/dtype, finite."""
-    if out is None:
-        raise NotAttempted(f"`{name}` returns None: return the output tensor.")
-    if not isinstance(out, torch.Tensor):
-        raise Wrong(f"`{name}` should return a torch.Tensor, got {type(out).__name__}.")
-    if out.shape != expected.shape:
-        raise Wrong(
-            f"`{name}` returns shape {tuple(out.shape)}, but the input had shape "
-            f"{tuple(expected.shape)}: reshape the result back to (N, C, H, W) (undo the "
-            f"permute with the inverse permute)."
-        )
-    if out.dtype != expected.dtype:
-        raise Wrong(
-            f"`{name}` returns dtype {out.dtype} for a {expected.dtype} input: keep the input's "
-            f"dtype (no .float() / .double() on the way)."
-        )
-    if not torch.isfinite(out).all():
-        raise Wrong(
-            f"`{name}` returns NaN or inf values for a finite input (no channel of the test "
-            f"input is constant): check for a division by zero or a missing eps."
-        )
-
-
 def _matches(out, ref, tol=1e-6):
     return out.shape == ref.shape and (out - ref).abs().max().item() <= tol * (
         1 + ref.abs().max().item()
@@ -54,47 +30,18 @@ def _matches(out, ref, tol=1e-6):
 
 # ============================================================================ 07.1 spatial BN
 
-_SPATIAL_FAULTS = {
-    "no permute": "Your reshape mixes channels: x.reshape(-1, C) on an (N, C, H, W) tensor puts "
-    "values of different channels in one column, because C is not the last dim. Move the "
-    "channels last first: x.permute(0, 2, 3, 1).reshape(-1, C), and undo both at the end.",
-    "per pixel": "Your statistics are per channel AND per pixel (over N only): that is "
-    "BatchNorm1d on x.reshape(N, C * H * W). BatchNorm2d shares one mean and variance per "
-    "channel over N, H and W: the rows of the reshaped (N * H * W, C) tensor.",
-    "per image": "Your statistics are per image and channel (over H and W): that is "
-    "InstanceNorm. BatchNorm2d averages over the batch too: over N, H and W.",
-    "per sample": "Your statistics are per image (over C, H and W): that is LayerNorm. "
-    "BatchNorm2d computes one mean and variance per channel, over N, H and W.",
-    "unbiased": "You normalized with the unbiased variance (divide by n - 1, torch.var's "
-    "default). In training mode BN divides by n = N * H * W (unbiased=False).",
-    "eps outside": "`eps` is outside the square root: divide by sqrt(var + eps).",
-    "eps none": "`eps` is missing: divide by sqrt(var + eps).",
-    "no affine": "The output lacks the learned scale and shift: `* weight + bias` per channel.",
-    "no weight": "The output lacks the scale: multiply by `weight` (per channel).",
-    "no bias": "The output lacks the shift: add `bias` (per channel).",
-}
+_NO_PERMUTE = (
+    "Your reshape mixes channels: x.reshape(-1, C) on an (N, C, H, W) tensor puts values of "
+    "different channels in one column, because C is not the last dim. Move the channels last "
+    "first: x.permute(0, 2, 3, 1).reshape(-1, C), and undo both at the end."
+)
 
 
-def _spatial_candidates(x, weight, bias, eps):
-    """fault -> the output of the usual wrong version of BatchNorm2d's forward pass."""
-    N, C, H, W = x.shape
-    w, b = kit.per_channel(weight, x), kit.per_channel(bias, x)
-
-    def norm(dims, unbiased=False, eps_mode="inside", t=x):
-        return kit.standardize(t, *kit.moments(t, dims, unbiased), eps, eps_mode)
-
-    y = norm((0, 2, 3))
-    outputs = {
-        "no permute": norm((0,), t=x.reshape(-1, C)).reshape(N, C, H, W),
-        "per pixel": norm((0,)),
-        "per image": norm((2, 3)),
-        "per sample": norm((1, 2, 3)),
-        "unbiased": norm((0, 2, 3), unbiased=True),
-        "eps outside": norm((0, 2, 3), eps_mode="outside"),
-        "eps none": norm((0, 2, 3), eps_mode="none"),
-    }
-    outputs = {fault: out * w + b for fault, out in outputs.items()}
-    return {**outputs, "no affine": y, "no weight": y + b, "no bias": y * w}
+def _no_permute(x, weight, bias, eps):
+    """BN's computation on x.reshape(-1, C): the reshape that mixes channels."""
+    rows = x.reshape(-1, x.shape[1])
+    y = kit.standardize(rows, *kit.moments(rows, (0,)), eps).reshape(x.shape)
+    return y * kit.per_channel(weight, x) + kit.per_channel(bias, x)
 
 
 def _spatial_inputs():
@@ -121,12 +68,23 @@ def check_spatial_bn(spatial_bn):
             "`spatial_bn` changed its input x in place: compute a new tensor instead (no "
             "`-=`, `/=` or `.sub_()` on x)."
         )
-    _tensor_result(out, expected, "spatial_bn")
-    if not _matches(out, expected):
-        candidates = _spatial_candidates(x, weight, bias, eps)
-        kit.name_mistake(out, [(candidates[f], m) for f, m in _SPATIAL_FAULTS.items()], _matches)
+    out = kit.tensor(
+        out,
+        "The output of `spatial_bn`",
+        expected.shape,
+        "is None: return the output tensor",
+        "Reshape the result back to (N, C, H, W) (undo the permute with the inverse permute).",
+    )
+    if out.dtype != expected.dtype:
         raise Wrong(
-            f"Your output differs from nn.BatchNorm2d's (training mode) by up to "
+            f"`spatial_bn` returns dtype {out.dtype} for a {expected.dtype} input: keep the "
+            f"input's dtype (no .float() / .double() on the way)."
+        )
+    if not _matches(out, expected):
+        kit.name_mistake(out, [(_no_permute(x, weight, bias, eps), _NO_PERMUTE)], _matches)
+        raise Wrong(
+            kit.bn_mistake(out, x, weight, bias, eps)
+            or f"Your output differs from nn.BatchNorm2d's (training mode) by up to "
             f"{(out - expected).abs().max().item():.3g}."
         )
     # gradients must flow through the batch statistics, as BN's do
@@ -266,56 +224,10 @@ def _trained_pair(bias, seed):
     return conv.eval(), bn.eval()
 
 
-_CONV_FAULTS = {
-    "eps none": "Your fold leaves out eps: s = weight / sqrt(running_var + eps). The check has a "
-    "channel with a tiny running variance, where it matters.",
-    "var": "Your fold divides by running_var + eps instead of its square root.",
-    "in axis": "Your fold scales the conv's INPUT channels (weight dim 1): BN scales each OUTPUT "
-    "channel c, i.e. W[c] (dim 0): W * s.reshape(-1, 1, 1, 1).",
-    "no beta": "Your fold drops BN's shift (bn.bias): b' = (b - running_mean) * s + bn.bias.",
-    "no layer bias": "Your fold drops the conv's own bias: b' = (b - running_mean) * s + bn.bias.",
-    "no mean": "Your fold forgets to subtract running_mean: b' = (b - running_mean) * s + bn.bias.",
-}
-
-
-def _state(conv, bn):
-    return {
-        **{f"conv.{k}": v.clone() for k, v in conv.state_dict().items()},
-        **{f"bn.{k}": v.clone() for k, v in bn.state_dict().items()},
-    }
-
-
 def _folded_conv(fold_conv_bn, conv, bn):
     """The learner's folded conv for the pair, which must be left as it was."""
-    before = _state(conv, bn)
-    try:
-        folded = kit.call(fold_conv_bn, conv, bn, name="fold_conv_bn")
-    except Wrong as err:
-        if conv.bias is not None:
-            raise
-        raise Wrong(
-            f"Your fold fails for a conv without bias (bias=False, the usual choice before BN): "
-            f"treat a missing bias as 0. ({err})"
-        ) from None
-    if folded is None:
-        raise NotAttempted("`fold_conv_bn` returns None: return the new Conv2d.")
-    if not isinstance(folded, nn.Conv2d):
-        raise Wrong(
-            f"`fold_conv_bn` should return an nn.Conv2d (one layer, no BN), got "
-            f"{type(folded).__name__}."
-        )
-    after = _state(conv, bn)
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    if any(k.startswith("bn.") for k in changed):
-        raise Wrong(
-            "Your function changed bn's running statistics or parameters (did it run bn in "
-            "training mode?). Folding reads them as they are."
-        )
-    if changed:
-        raise Wrong(
-            "Your function changed the original conv's weights in place: build a new "
-            "nn.Conv2d (or work on copy.deepcopy(conv)) so the original stays as it was."
-        )
+    biasless = None if conv.bias is not None else "the conv has"
+    folded = kit.folded(fold_conv_bn, [conv, bn], "fold_conv_bn", nn.Conv2d, biasless)
     if folded.bias is None:
         raise Wrong(
             "The folded conv has no bias: even when conv has none, the fold needs one, "
@@ -340,11 +252,9 @@ def _check_folded_output(folded, conv, bn, x):
             return
         if not torch.isfinite(got).all():
             raise Wrong("The folded conv outputs NaN or inf: check the division by the std.")
-        mistakes = [
-            (lambda f=f: kit.fold_variant(conv, bn, f)(x), m)
-            for f, m in _CONV_FAULTS.items()
-            if conv.bias is not None or f != "no layer bias"
-        ]
+        mistakes = kit.fold_mistakes(
+            lambda f: kit.fold_variant(conv, bn, f)(x), "conv", "channel", conv.bias is not None
+        )
         kit.name_mistake(got, mistakes, lambda a, b: _matches(a, b, 1e-4))
         train_out = F.batch_norm(conv(x), None, None, bn.weight, bn.bias, True)
     if _matches(got, train_out, 1e-3):

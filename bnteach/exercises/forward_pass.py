@@ -38,78 +38,9 @@ def _stats(x, dims, detach=()):
     return mean.reshape(-1), var.reshape(-1)
 
 
-_BN_FAULTS = {
-    "unbiased": "You normalized with the unbiased variance (divide by N-1: `torch.var`'s and "
-    "`x.std()`'s default). In training mode BN divides by N (`unbiased=False`); N-1 is used "
-    "only to update running_var.",
-    "eps none": "`eps` is missing: BN divides by sqrt(var + eps). It matters when a feature "
-    "barely varies in the batch (the check uses one such feature).",
-    "eps outside": "`eps` is outside the square root: BN divides by sqrt(var + eps), not by "
-    "sqrt(var) + eps.",
-    "per sample": "Your statistics are per sample (over the features, dim=1): that is "
-    "LayerNorm. BN computes one mean and variance per feature, over the batch (dim=0).",
-    "all": "You used one mean and variance for the whole tensor: BN computes them per feature "
-    "(channel), over the batch: `x.mean(dim=0)`.",
-    "running": "In training mode BN normalizes with the batch's own mean and variance, not "
-    "with running_mean/running_var (those are for eval mode).",
-    "no affine": "The output lacks the learned scale and shift: multiply by `weight` and add "
-    "`bias` at the end.",
-    "no weight": "The output lacks the scale: multiply by `weight`.",
-    "no bias": "The output lacks the shift: add `bias`.",
-}
-# which of weight and bias a wrong version applies
-_AFFINE = {None: (True, True), "no affine": (False, False), "no bias": (True, False)}
-_AFFINE["no weight"] = (False, True)
-
-
-def _statistics(x, rm, rv, momentum):
-    """Where a wrong version may take its mean and variance from: fault -> (mean, var),
-    shaped to broadcast with x. rm, rv: the running statistics before the call."""
-    ch = (0,) if x.dim() == 2 else (0, 2)
-    mean, var = kit.moments(x, ch)
-    n = x.numel() // x.shape[1]
-    updated = (
-        (1 - momentum) * rm + momentum * mean.reshape(-1),
-        (1 - momentum) * rv + momentum * var.reshape(-1) * n / (n - 1),
-    )
-    per_sample, every = tuple(range(1, x.dim())), tuple(range(x.dim()))
-    return {
-        (): (mean, var),
-        ("unbiased",): kit.moments(x, ch, unbiased=True),
-        ("per sample",): kit.moments(x, per_sample),
-        ("per sample", "unbiased"): kit.moments(x, per_sample, unbiased=True),
-        ("all",): kit.moments(x, every),
-        ("all", "unbiased"): kit.moments(x, every, unbiased=True),
-        ("running",): (kit.per_channel(rm, x), kit.per_channel(rv, x)),
-        ("updated running",): tuple(kit.per_channel(t, x) for t in updated),
-    }
-
-
-def _bn_candidates(x, rm, rv, weight, bias, eps, momentum=0.1):
-    """Training-mode outputs of the usual wrong versions (and their combinations): a list of
-    (faults, output), fewest faults first. rm, rv: the running statistics before the call."""
-    out = []
-    for where, (mean, var) in _statistics(x, rm, rv, momentum).items():
-        for eps_mode in ("inside", "none", "outside"):
-            for affine, (scale, shift) in _AFFINE.items():
-                faults = [f.replace("updated ", "") for f in where]
-                faults += [f"eps {eps_mode}"] if eps_mode != "inside" else []
-                faults += [affine] if affine else []
-                y = kit.standardize(x, mean, var, eps, eps_mode)
-                y = y * kit.per_channel(weight, x) if scale else y
-                out.append((faults, y + kit.per_channel(bias, x) if shift else y))
-    return sorted([c for c in out if c[0]], key=lambda item: len(item[0]))
-
-
-def _diagnose(y, candidates, what):
-    for faults, cand in candidates:
-        if kit.close(y, cand):
-            if len(faults) == 1:
-                return _BN_FAULTS[faults[0]]
-            return f"{len(faults)} things to fix: " + " ".join(
-                f"({i}) {_BN_FAULTS[f]}" for i, f in enumerate(faults, 1)
-            )
-    return what
+def _diagnose(y, x, rm, rv, w, b, what):
+    """The message naming the mistake that gives ``y``, or ``what``."""
+    return kit.bn_mistake(y, x, w, b, EPS, running=(rm, rv)) or what
 
 
 def _bn_inputs(shape, seed):
@@ -221,7 +152,11 @@ def _check_output(fn, x, rm, rv, w, b):
         raise Wrong(
             _diagnose(
                 y.detach().double(),
-                _bn_candidates(x, rm0, rv0, w, b, EPS),
+                x,
+                rm0,
+                rv0,
+                w,
+                b,
                 f"In training mode your output differs from BN's by up to "
                 f"{(y.detach().double() - expected).abs().max():.2e}. BN computes, per feature "
                 f"over the batch, y = (x - mean) / sqrt(var + eps) * weight + bias with the "
@@ -303,22 +238,14 @@ def _check_3d(fn):
     y = _run_bn(fn, x, rm, rv, w, b, True).detach().double()
     mean, var = _stats(x, (0, 2))
     if not kit.close(y, _bn_reference(x, mean, var, w, b)):
-        m_n, v_n = kit.moments(x, (0,))
-        over_n = kit.standardize(x, m_n, v_n, EPS) * w.reshape(1, -1, 1) + b.reshape(1, -1, 1)
-        kit.name_mistake(
-            y,
-            [
-                (
-                    over_n,
-                    "For (N, C, L) input your statistics are over N only (one per channel and "
-                    "position). BN averages over N and L: `x.mean(dim=(0, 2))`, one per channel.",
-                )
-            ],
-        )
         raise Wrong(
             _diagnose(
                 y,
-                _bn_candidates(x, rm0, rv0, w, b, EPS),
+                x,
+                rm0,
+                rv0,
+                w,
+                b,
                 "For (N, C, L) input your output differs from BN's (statistics per channel, "
                 "over dims 0 and 2).",
             )
@@ -598,23 +525,7 @@ def _check_variant_functions(mean_only_norm, variance_only_norm):
 
 def _read_losses(variant_loss, stable):
     """The learner's ``variant_loss`` as lists of floats, after checking ``stable``'s form."""
-    if not isinstance(variant_loss, dict) or set(variant_loss) != set(VARIANT_NAMES):
-        got = (
-            sorted(variant_loss) if isinstance(variant_loss, dict) else type(variant_loss).__name__
-        )
-        raise Wrong(
-            f"`variant_loss` should be a dict with the keys {list(VARIANT_NAMES)}, got {got}."
-        )
-    losses = {}
-    for name, values in variant_loss.items():
-        if not isinstance(values, (list, tuple)) or len(values) < 3:
-            raise Wrong(
-                f"`variant_loss[{name!r}]` should be a list with one final validation loss per "
-                f"seed, at least 3 seeds."
-            )
-        losses[name] = [kit.number(v, f"`variant_loss[{name!r}]` entries") for v in values]
-    if len({len(v) for v in losses.values()}) != 1:
-        raise Wrong("Every variant needs the same seeds: the lists have different lengths.")
+    losses = kit.per_seed(variant_loss, "variant_loss", VARIANT_NAMES, "final validation losses")
     if isinstance(stable, str) or not isinstance(stable, (list, tuple, set)):
         raise Wrong(
             f"`stable` should be a list of names from {list(VARIANT_NAMES)}, got {stable!r}."

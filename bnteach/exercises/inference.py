@@ -50,17 +50,6 @@ def _fold_net(model, fault=None, stats=None):
     return nn.Sequential(*layers)
 
 
-_FOLD_MISTAKES = {
-    "eps none": "Your fold leaves out `eps`: s = weight / sqrt(running_var + eps). It matters for "
-    "a feature with a tiny running variance (the check has one).",
-    "var": "Your fold divides by running_var + eps instead of its square root.",
-    "no beta": "Your fold drops BN's shift (`bn.bias`): b' = (b - running_mean) * s + bn.bias.",
-    "no layer bias": "Your fold drops the Linear's own bias: b' = (b - running_mean) * s + "
-    "bn.bias.",
-    "no mean": "Your fold forgets to subtract running_mean: b' = (b - running_mean) * s + bn.bias.",
-}
-
-
 def _data_statistics(model):
     """Linear index -> (mean, var) of its output over the training set, as train mode would
     see them with the whole set as one batch."""
@@ -75,37 +64,9 @@ def _data_statistics(model):
 
 
 def _folded(fold_bn, model, bias):
-    """The learner's folded network for ``model``, which must be left as it was."""
-    before = copy.deepcopy(model.state_dict())
-    try:
-        folded = kit.call(fold_bn, model, name="fold_bn")
-    except Wrong as err:
-        if bias:
-            raise
-        raise Wrong(
-            f"Your fold fails on a model whose hidden Linears have no bias (bias=False, as "
-            f"exercise 6 recommends): treat a missing bias as 0. ({err})"
-        ) from None
-    if folded is None:
-        raise NotAttempted("`fold_bn` returns None: return the folded network.")
-    if not isinstance(folded, nn.Module):
-        raise Wrong(
-            f"`fold_bn` should return an nn.Module (e.g. nn.Sequential), got "
-            f"{type(folded).__name__}."
-        )
-    after = model.state_dict()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    if any("running" in k or "num_batches" in k for k in changed):
-        raise Wrong(
-            "Your function changed the model's running statistics: it ran the model in "
-            "training mode. Folding uses the running statistics as they are; never call "
-            "the model in train mode to fold it."
-        )
-    if changed:
-        raise Wrong(
-            "Your function changed the original model's weights: build new Linear layers (or "
-            "work on copy.deepcopy(model)) so the original still works."
-        )
+    """The learner's folded network for ``model``: no BN left, 3 Linears."""
+    biasless = None if bias else "the hidden Linears have"
+    folded = kit.folded(fold_bn, [model], "fold_bn", nn.Module, biasless)
     if bn_layers(folded):
         raise Wrong("The folded network still contains BatchNorm layers: folding removes them.")
     n_lin = sum(isinstance(m, nn.Linear) for m in folded.modules())
@@ -153,11 +114,13 @@ def check_fold(fold_bn):
         if near(got, expected):
             continue
         with torch.no_grad():
-            mistakes = [
-                (lambda f=f, model=model: _fold_net(model, f)(x), m)
-                for f, m in _FOLD_MISTAKES.items()
-                if bias or f != "no layer bias"
-            ]
+            mistakes = kit.fold_mistakes(
+                lambda f, model=model: _fold_net(model, f)(x),
+                "Linear",
+                "feature",
+                bias,
+                [f for f in kit.FOLD_FAULTS if f != "in axis"],
+            )
             kit.name_mistake(got, mistakes, near)
             kit.name_mistake(
                 got,

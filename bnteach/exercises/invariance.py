@@ -290,26 +290,6 @@ def _check_grad_ratio(grad_ratio):
     return ", ".join(shown)
 
 
-def _read_accs(init_acc):
-    """The learner's ``init_acc`` as lists of floats, one per seed, the same seeds for all."""
-    keys = [(n, a) for n in ("none", "batch") for a in (1, 100)]
-    if not isinstance(init_acc, dict) or set(init_acc) != set(keys):
-        raise Wrong(f"`init_acc` should be a dict with exactly the keys {keys}.")
-    accs = {}
-    for k in keys:
-        values = init_acc[k]
-        if not isinstance(values, (list, tuple)) or len(values) < 3:
-            raise Wrong(
-                f"`init_acc[{k!r}]` should be a list of final accuracies, one per seed (3 or more)."
-            )
-        accs[k] = [kit.number(v, f"`init_acc[{k!r}]` entries") for v in values]
-        if not all(0 <= v <= 1 for v in accs[k]):
-            raise Wrong(f"`init_acc[{k!r}]` should hold accuracies between 0 and 1.")
-    if len({len(v) for v in accs.values()}) != 1:
-        raise Wrong("Every (norm, a) needs the same seeds: the lists have different lengths.")
-    return accs
-
-
 class _Runs(dict):
     """The check's re-runs, made when first needed: ``runs[norm, a, seed] = (history, change)``."""
 
@@ -456,7 +436,11 @@ def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_cha
         "The function is right; now measure the gradients and train.",
     )
     ratios = _check_grad_ratio(grad_ratio)
-    accs, runs = _read_accs(init_acc), _Runs()
+    keys = [(n, a) for n in ("none", "batch") for a in (1, 100)]
+    accs = kit.per_seed(init_acc, "init_acc", keys, "final validation accuracies")
+    if not all(0 <= v <= 1 for values in accs.values() for v in values):
+        raise Wrong("`init_acc` should hold accuracies between 0 and 1.")
+    runs = _Runs()
     approximate = _check_init_acc(accs, runs)
     change, loose = _check_weight_change(weight_change, runs)
     approximate += loose

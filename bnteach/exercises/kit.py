@@ -18,11 +18,14 @@ with the line; anything else is an internal error of the check, reported as such
         ...
         return "what was verified"
 
-The rest reads answers (``missing``, ``function``, ``call``, ``number``, ``choice``,
-``tensor``, ``finite``, ``finite_module``, ``table``), compares (``same``, ``close``,
-``name_mistake``), checks a learner's experiment (``sweep_result``, ``finals``, ``paired_finals``,
-``check_verdict``, ``one_lr``, ``differences``) and re-runs what the learner ran (``device``,
-``fork_rng``, ``other_seeds``, ``input_seed``, ``per_channel``, ``fold_variant``).
+The rest, all public, reads answers (``missing``, ``function``, ``call``, ``refusal``,
+``number``, ``choice``, ``tensor``, ``finite``, ``finite_module``, ``table``,
+``per_seed``), compares (``same``, ``close``, ``name_mistake``), checks a learner's experiment
+(``sweep_result``, ``finals``, ``mean``, ``spread``, ``differences``, ``paired_finals``,
+``check_verdict``, ``one_lr``), re-runs what the learner ran (``device``, ``fork_rng``,
+``other_seeds``, ``Rerun``, ``input_seed``) and computes BN's usual wrong versions
+(``per_channel``, ``moments``, ``standardize``, ``bn_mistake``, ``fold_variant``,
+``fold_mistakes``, ``folded``).
 """
 
 import copy
@@ -50,51 +53,6 @@ CORRECT, WRONG, NOT_ATTEMPTED = "correct", "wrong", "not attempted"
 MARGIN = 0.02
 VERDICTS = ("better", "worse", "equivalent", "unresolved")
 
-__all__ = [
-    "CORRECT",
-    "WRONG",
-    "NOT_ATTEMPTED",
-    "MARGIN",
-    "VERDICTS",
-    "Feedback",
-    "Progress",
-    "Notebook",
-    "notebook",
-    "Wrong",
-    "NotAttempted",
-    "show_feedback",
-    "learner_code",
-    "missing",
-    "function",
-    "refusal",
-    "call",
-    "number",
-    "choice",
-    "tensor",
-    "finite",
-    "finite_module",
-    "same",
-    "close",
-    "name_mistake",
-    "table",
-    "sweep_result",
-    "finals",
-    "mean",
-    "spread",
-    "differences",
-    "paired_finals",
-    "check_verdict",
-    "one_lr",
-    "device",
-    "fork_rng",
-    "other_seeds",
-    "input_seed",
-    "Rerun",
-    "per_channel",
-    "moments",
-    "standardize",
-    "fold_variant",
-]
 
 # ============================================================================ feedback
 
@@ -658,6 +616,24 @@ def table(given, expected, name, describe, alternatives=(), tol=2e-3):
     )
 
 
+def per_seed(given, name, keys, what):
+    """The learner's ``{key: [one number per seed]}`` as lists of floats: exactly ``keys``, 3 or
+    more seeds, the same seeds for every key. ``what``: what the numbers are."""
+    if not isinstance(given, dict) or set(given) != set(keys):
+        got = sorted(given, key=repr) if isinstance(given, dict) else type(given).__name__
+        raise Wrong(f"`{name}` should be a dict with exactly the keys {list(keys)}, got {got}.")
+    values = {}
+    for k in keys:
+        if not isinstance(given[k], (list, tuple)) or len(given[k]) < 3:
+            raise Wrong(f"`{name}[{k!r}]` should be a list of {what}, one per seed (3 or more).")
+        values[k] = [number(v, f"`{name}[{k!r}]` entries") for v in given[k]]
+    if len({len(v) for v in values.values()}) != 1:
+        raise Wrong(
+            f"Every key of `{name}` needs the same seeds: the lists have different lengths."
+        )
+    return values
+
+
 # ============================================================================ experiments
 
 
@@ -881,3 +857,146 @@ def fold_variant(layer, bn, fault=None, stats=None):
     out.weight = nn.Parameter(W * s.reshape(shape))
     out.bias = nn.Parameter((b - (0 if fault == "no mean" else mu)) * s + beta)
     return out
+
+
+_FOLD_MESSAGES = {
+    "eps none": "Your fold leaves out `eps`: s = weight / sqrt(running_var + eps). It matters "
+    "where the running variance is tiny (the check has one such {unit}).",
+    "var": "Your fold divides by running_var + eps instead of its square root.",
+    "in axis": "Your fold scales the {layer}'s INPUT channels (weight dim 1): BN scales each "
+    "OUTPUT channel c, i.e. W[c] (dim 0): W * s.reshape(-1, 1, 1, 1).",
+    "no beta": "Your fold drops BN's shift (`bn.bias`): b' = (b - running_mean) * s + bn.bias.",
+    "no layer bias": "Your fold drops the {layer}'s own bias: b' = (b - running_mean) * s + "
+    "bn.bias.",
+    "no mean": "Your fold forgets to subtract running_mean: b' = (b - running_mean) * s + bn.bias.",
+}
+
+
+def fold_mistakes(output, layer, unit, has_bias, faults=FOLD_FAULTS):
+    """``(what the mistake gives, message)`` pairs for :func:`name_mistake`, one per fault:
+    ``output(fault)`` is the folded network's output with that mistake (computed when reached);
+    ``layer``: "Linear" or "conv"; ``unit``: "feature" or "channel"."""
+    return [
+        (lambda f=f: output(f), _FOLD_MESSAGES[f].format(layer=layer, unit=unit))
+        for f in faults
+        if has_bias or f != "no layer bias"
+    ]
+
+
+def folded(fold, modules, name, kind, biasless=None):
+    """The learner's ``fold(*modules)``: a new ``kind`` module, with ``modules`` left as they
+    were. ``biasless``: which layers have no bias ("the conv has"), for a fold that then fails
+    (it is told to treat the bias as 0); None when they have one."""
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+    try:
+        out = call(fold, *modules, name=name)
+    except Wrong as err:
+        if biasless is None:
+            raise
+        raise Wrong(
+            f"Your fold fails when {biasless} no bias (bias=False, the usual choice before BN): "
+            f"treat a missing bias as 0. ({err})"
+        ) from None
+    if out is None:
+        raise NotAttempted(f"`{name}` returns None: return the folded {kind.__name__}.")
+    if not isinstance(out, kind):
+        raise Wrong(
+            f"`{name}` should return an nn.{kind.__name__} without BN layers, got "
+            f"{type(out).__name__}."
+        )
+    changed = [
+        k
+        for m, b in zip(modules, before)
+        for k, v in m.state_dict().items()
+        if not torch.equal(b[k], v)
+    ]
+    if any("running" in k or "num_batches" in k for k in changed):
+        raise Wrong(
+            "Your function changed the running statistics: it ran the model in training mode. "
+            "Folding uses the running statistics as they are; never run BN in training mode to "
+            "fold it."
+        )
+    if changed:
+        raise Wrong(
+            "Your function changed the original model's weights in place: build new layers (or "
+            "work on a copy.deepcopy) so the original stays as it was."
+        )
+    return out
+
+
+# ============================================================================ BN's mistakes
+
+BN_FAULTS = {
+    "unbiased": "You normalized with the unbiased variance (divide by n - 1: `torch.var`'s and "
+    "`x.std()`'s default). In training mode BN divides by n, the number of values per "
+    "channel (`unbiased=False`); n - 1 is used only to update running_var.",
+    "eps none": "`eps` is missing: BN divides by sqrt(var + eps). It matters when a feature "
+    "barely varies in the batch (the check uses one such feature).",
+    "eps outside": "`eps` is outside the square root: BN divides by sqrt(var + eps), not by "
+    "sqrt(var) + eps.",
+    "per sample": "Your statistics are per sample (over its features, dim=1, and positions): "
+    "that is LayerNorm. BN computes one mean and variance per feature (channel), over the "
+    "batch (dim=0) and the positions.",
+    "per position": "Your statistics are over N only, one per channel and position (per "
+    "pixel, for images): that is BatchNorm1d on the flattened input. BN shares one mean and "
+    "variance per channel over N and every position: `x.mean(dim=(0, 2))` for (N, C, L).",
+    "per image": "Your statistics are per sample and channel (over the positions only): that "
+    "is InstanceNorm. BN averages over the batch too: over N and every position.",
+    "all": "You used one mean and variance for the whole tensor: BN computes them per feature "
+    "(channel), over the batch: `x.mean(dim=0)`.",
+    "running": "In training mode BN normalizes with the batch's own mean and variance, not "
+    "with running_mean/running_var (those are for eval mode).",
+    "no affine": "The output lacks the learned scale and shift: multiply by `weight` and add "
+    "`bias` at the end.",
+    "no weight": "The output lacks the scale: multiply by `weight`.",
+    "no bias": "The output lacks the shift: add `bias`.",
+}
+_AFFINE = {None: (True, True), "no affine": (False, False), "no bias": (True, False)}
+_AFFINE["no weight"] = (False, True)
+
+
+def _bn_statistics(x, running, momentum):
+    """fault(s) -> (mean, var) shaped like x's, where the usual wrong versions take them."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    sources = {(): dims, ("per sample",): list(range(1, x.dim())), ("all",): range(x.dim())}
+    if x.dim() > 2:
+        sources |= {("per position",): [0], ("per image",): list(range(2, x.dim()))}
+    out = {}
+    for faults, over in sources.items():
+        out[faults] = moments(x, tuple(over))
+        out[(*faults, "unbiased")] = moments(x, tuple(over), unbiased=True)
+    if running is not None:
+        (mean, var), n = out[()], x.numel() // x.shape[1]
+        rm, rv = (per_channel(t, x) for t in running)
+        out[("running",)] = rm, rv
+        out[("updated running",)] = (
+            (1 - momentum) * rm + momentum * mean,
+            (1 - momentum) * rv + momentum * var * n / (n - 1),
+        )
+    return out
+
+
+def bn_mistake(y, x, weight, bias, eps, running=None, momentum=0.1):
+    """The message naming the usual wrong version of BN's training-mode output (or the
+    combination of them, fewest first) that ``y`` is for x (N, C, ...), or None. ``running``:
+    the running mean and variance (C,) before the call, for the versions that use them."""
+    found = []
+    for where, (mean, var) in _bn_statistics(x, running, momentum).items():
+        for eps_mode in ("inside", "none", "outside"):
+            for affine, (scale, shift) in _AFFINE.items():
+                faults = [f.replace("updated ", "") for f in where]
+                faults += [f"eps {eps_mode}"] if eps_mode != "inside" else []
+                faults += [affine] if affine else []
+                wrong = standardize(x, mean, var, eps, eps_mode)
+                wrong = wrong * per_channel(weight, x) if scale else wrong
+                wrong = wrong + per_channel(bias, x) if shift else wrong
+                if faults and close(y, wrong):
+                    found.append(faults)
+    if not found:
+        return None
+    faults = min(found, key=len)
+    if len(faults) == 1:
+        return BN_FAULTS[faults[0]]
+    return f"{len(faults)} things to fix: " + " ".join(
+        f"({i}) {BN_FAULTS[f]}" for i, f in enumerate(faults, 1)
+    )
