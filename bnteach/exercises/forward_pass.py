@@ -38,11 +38,6 @@ def _stats(x, dims, detach=()):
     return mean.reshape(-1), var.reshape(-1)
 
 
-def _diagnose(y, x, rm, rv, w, b, what):
-    """The message naming the mistake that gives ``y``, or ``what``."""
-    return kit.bn_mistake(y, x, w, b, EPS, running=(rm, rv)) or what
-
-
 def _bn_inputs(shape, seed):
     g = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -150,18 +145,11 @@ def _check_output(fn, x, rm, rv, w, b):
     expected = _bn_reference(x, *_stats(x, (0,)), w, b)
     if not kit.close(y.detach(), expected):
         raise Wrong(
-            _diagnose(
-                y.detach().double(),
-                x,
-                rm0,
-                rv0,
-                w,
-                b,
-                f"In training mode your output differs from BN's by up to "
-                f"{(y.detach().double() - expected).abs().max():.2e}. BN computes, per feature "
-                f"over the batch, y = (x - mean) / sqrt(var + eps) * weight + bias with the "
-                f"biased variance.",
-            )
+            kit.bn_mistake(y.detach(), x, w, b, EPS, running=(rm0, rv0))
+            or f"In training mode your output differs from BN's by up to "
+            f"{(y.detach().double() - expected).abs().max():.2e}. BN computes, per feature "
+            f"over the batch, y = (x - mean) / sqrt(var + eps) * weight + bias with the "
+            f"biased variance."
         )
     if y.grad_fn is None:
         raise Wrong(
@@ -239,16 +227,9 @@ def _check_3d(fn):
     mean, var = _stats(x, (0, 2))
     if not kit.close(y, _bn_reference(x, mean, var, w, b)):
         raise Wrong(
-            _diagnose(
-                y,
-                x,
-                rm0,
-                rv0,
-                w,
-                b,
-                "For (N, C, L) input your output differs from BN's (statistics per channel, "
-                "over dims 0 and 2).",
-            )
+            kit.bn_mistake(y, x, w, b, EPS, running=(rm0, rv0))
+            or "For (N, C, L) input your output differs from BN's (statistics per channel, "
+            "over dims 0 and 2)."
         )
     if not _close_buffers(rv, 0.9 * rv0 + 0.1 * var * 18 / 17):
         if _close_buffers(rv, 0.9 * rv0 + 0.1 * var * 6 / 5):
