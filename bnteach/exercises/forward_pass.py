@@ -551,13 +551,7 @@ def check_norm_variants(mean_only_norm, variance_only_norm, variant_loss, stable
             f"Your own losses are {shown}. Below 1 on every seed: {sorted(truth) or 'none'}."
         )
     rerun = ", ".join(f"{n} {h.val_loss[-1]:.4g}" for n, h in runs.items())
-    agree = "agree, to float rounding, with"
-    if approximate:
-        yours = ", ".join(f"{n} {losses[n][0]:.4g}" for n in approximate)
-        agree = (
-            f"agree with (but not to float rounding: yours are {yours}, so the check cannot "
-            f"prove they are seed {told}'s; the nearest of the seeds it tried)"
-        )
+    agree = kit.agreement([f"{n} ({losses[n][0]:.4g})" for n in approximate], told)
     return (
         f"Both functions match their definitions ({invariances}). Your losses {agree} the "
         f"check's re-run of seed {told} ({rerun}). Stable (validation loss below 1 on every "

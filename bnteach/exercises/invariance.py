@@ -445,12 +445,7 @@ def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_cha
     change, loose = _check_weight_change(weight_change, runs)
     approximate += loose
     told = seeds(INIT_SEEDS)[0]
-    agree = "agree, to float rounding, with"
-    if approximate:
-        agree = (
-            f"agree with (but {', '.join(approximate)} not to float rounding, so the check "
-            f"cannot prove they are seed {told}'s; they are nearest it of the seeds it tried)"
-        )
+    agree = kit.agreement(approximate, told)
     p = paired(accs["batch", 100], accs["none", 100], names=("BN", "plain"))
     said = kit.check_verdict(verdict, p, "scale_verdict")
     return (

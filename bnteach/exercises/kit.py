@@ -23,7 +23,7 @@ The rest, all public, reads answers (``missing``, ``function``, ``call``, ``refu
 ``per_seed``), compares (``same``, ``close``, ``name_mistake``), checks a learner's experiment
 (``sweep_result``, ``finals``, ``mean``, ``spread``, ``differences``, ``paired_finals``,
 ``check_verdict``, ``one_lr``), re-runs what the learner ran (``device``, ``fork_rng``,
-``other_seeds``, ``Rerun``, ``input_seed``) and computes BN's usual wrong versions
+``other_seeds``, ``Rerun``, ``agreement``, ``input_seed``) and computes BN's usual wrong versions
 (``per_channel``, ``moments``, ``standardize``, ``bn_mistake``, ``fold_variant``,
 ``fold_mistakes``, ``folded``).
 """
@@ -803,6 +803,17 @@ class Rerun:
             f"{where}, nearer seed {seed}'s run ({self.fmt(self(seed))}) than seed "
             f"{self.told}'s ({self.said()}). {self._seeds()}."
         )
+
+
+def agreement(approximate, told):
+    """How reported numbers relate to the re-runs of seed ``told``, for a success message:
+    ``approximate`` names those that :meth:`Rerun.judge` found only near theirs."""
+    if not approximate:
+        return "agree, to float rounding, with"
+    return (
+        f"agree with (but {', '.join(approximate)} not to float rounding, so the check cannot "
+        f"prove they are seed {told}'s; they are nearest it of the seeds it tried)"
+    )
 
 
 def input_seed(k):
