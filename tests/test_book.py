@@ -309,22 +309,32 @@ def test_tracebacks_only_where_a_cell_raises_on_purpose(site):
 
 @book
 @pytest.mark.book
-def test_the_exercises_page_has_no_answers(site):
-    exercises, solutions = "05_exercises.ipynb", "05_exercises_solutions.ipynb"
-    if exercises not in site["executed"] or solutions not in site["executed"]:
-        pytest.skip("no exercise notebooks")
-    own = {c.source.strip() for c in site["executed"][exercises].cells if c.cell_type == "code"}
-    answers = [
-        c.source.strip()
-        for c in site["executed"][solutions].cells
-        if c.cell_type == "code" and c.source.strip() not in own and len(c.source.strip()) > 40
+def test_the_exercises_pages_have_no_answers(site):
+    """Each student page (05, and the lessons whose exercise sections 07 and 08 are made from
+    their solutions notebooks) shows none of its solutions notebook's own code."""
+    pairs = [
+        (name.replace("_solutions.ipynb", ".ipynb"), name)
+        for name in site["executed"]
+        if name.endswith("_solutions.ipynb")
     ]
-    assert answers, "the solutions notebook has no code of its own"
-    soup = site["soup"](site["dir"] / "05_exercises.html")
-    code = "\n".join(" ".join(pre.get_text().split()) for pre in soup.select("div.cell_input pre"))
-    for answer in answers:
-        assert " ".join(answer.split()) not in code, f"an answer on the exercises page: {answer}"
-    assert (site["dir"] / "05_exercises_solutions.html").exists()
+    if not pairs:
+        pytest.skip("no exercise notebooks")
+    for exercises, solutions in pairs:
+        own = {c.source.strip() for c in site["executed"][exercises].cells if c.cell_type == "code"}
+        answers = [
+            c.source.strip()
+            for c in site["executed"][solutions].cells
+            if c.cell_type == "code" and c.source.strip() not in own and len(c.source.strip()) > 40
+        ]
+        assert answers, f"{solutions} has no code of its own"
+        page = site["dir"] / exercises.replace(".ipynb", ".html")
+        soup = site["soup"](page)
+        code = "\n".join(
+            " ".join(pre.get_text().split()) for pre in soup.select("div.cell_input pre")
+        )
+        for answer in answers:
+            assert " ".join(answer.split()) not in code, f"an answer on {page.name}: {answer}"
+        assert (site["dir"] / solutions.replace(".ipynb", ".html")).exists()
 
 
 def _local_targets(site):

@@ -22,7 +22,7 @@ from bnteach.exercises import (
     check_learning_rate,
     check_norm_variants,
     check_scale_invariance,
-    feedback,
+    kit,
 )
 
 CORRECT, WRONG, NOT_ATTEMPTED = "correct", "wrong", "not attempted"
@@ -393,7 +393,7 @@ def test_bad_answer_gets_feedback_that_names_it(call, status, phrase):
 
 @pytest.fixture(autouse=True)
 def quiet(monkeypatch):
-    monkeypatch.setattr(feedback, "_show", lambda fb: None)
+    monkeypatch.setattr(kit, "show_feedback", lambda fb: None)
 
 
 def test_the_references_here_are_correct():
@@ -423,7 +423,7 @@ class MyFold(nn.Module):
 
 
 def test_a_learners_class_is_the_learners():
-    codes = feedback._learner_code([lambda m: MyFold(fold(m))])
+    codes = kit.learner_code([lambda m: MyFold(fold(m))])
     assert "forward" in {c.co_name for c in codes}
     fb = check_fold(lambda m: MyFold(fold(m)))
     assert fb.status == WRONG and "has shape (64,), expected (64, 1)" in fb.message, fb.message
@@ -431,7 +431,7 @@ def test_a_learners_class_is_the_learners():
 
 def test_learner_code_is_found_through_helpers():
     """A learner's function that calls a helper of theirs: the helper's frame is theirs too."""
-    codes = feedback._learner_code([freeze_with_failing_hook])
+    codes = kit.learner_code([freeze_with_failing_hook])
     names = {c.co_name for c in codes}
     assert {"freeze_with_failing_hook", "hook", "freeze", "<lambda>"} <= names
     assert not any("bnteach" in c.co_filename for c in codes)

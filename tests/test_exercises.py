@@ -31,8 +31,7 @@ from bnteach.exercises import (
     check_scale_invariance,
     forward_pass,
 )
-from bnteach.exercises.experiments import _check_verdict
-from bnteach.exercises.feedback import _Wrong
+from bnteach.exercises.kit import Wrong, check_verdict
 from bnteach.models import MLP, count_parameters
 from bnteach.stats import paired, seeds
 from bnteach.training import train_model
@@ -81,11 +80,11 @@ def verdict_of(result, a, b, lr=None):
 
 def test_verdict_feedback_explains_the_interval():
     ahead = paired([0.90, 0.92, 0.91, 0.93], [0.80, 0.81, 0.79, 0.80], names=("BN", "plain"))
-    assert "BN better than plain" in _check_verdict("better", ahead, "v")
+    assert "BN better than plain" in check_verdict("better", ahead, "v")
 
     def message(verdict, p):
-        with pytest.raises(_Wrong) as err:
-            _check_verdict(verdict, p, "v")
+        with pytest.raises(Wrong) as err:
+            check_verdict(verdict, p, "v")
         return str(err.value)
 
     assert "from BN's side" in message("worse", ahead)
@@ -618,7 +617,7 @@ def test_norm_variants(variant_runs):
     wrong(check_norm_variants(per_sample, variance_only, losses, ["BN"], show=False), "dim=1")
     wrong(
         check_norm_variants(mean_only, variance_only, {"BN": [0.3]}, ["BN"], show=False),
-        "should be a dict with the keys",
+        "should be a dict with exactly the keys",
     )
 
 
@@ -818,7 +817,7 @@ def test_scale_invariance_checks_the_weight_change(init_runs):
     w0 = scale_hidden(MLP(norm="batch"), 1).network[3].weight.norm().item()
     wrong(check({1: change[1] * w0, 100: change[100]}), "absolute change")
     # another seed's BN net
-    wrong(check(changes(init_runs, 1)), f"that is seed {SEEDS[1]}'s BN net")
+    wrong(check(changes(init_runs, 1)), f"that is seed {SEEDS[1]}'s run, not seed {SEEDS[0]}'s")
     fb = correct(check({1: change[1] * (1 + 1e-3), 100: change[100]}))  # another device
     assert "weight_change[1] not to float rounding" in fb.message
     fb = correct(check(change))

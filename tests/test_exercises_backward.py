@@ -4,7 +4,7 @@ names them, and a placeholder, an exception, a NaN, a wrong shape or None never 
 import torch
 
 from bnteach.exercises.backward import check_mean_only_backward, check_variance_term
-from bnteach.exercises.feedback import CORRECT, NOT_ATTEMPTED, WRONG
+from bnteach.exercises.kit import CORRECT, NOT_ATTEMPTED, WRONG
 
 
 def quiet(check, fn):

@@ -1,11 +1,14 @@
-"""Generate the student notebook of exercises from the solutions notebook (its one source).
+"""Generate each student notebook from its solutions notebook, the one source of its exercises.
 
-    python tools/make_exercises.py           # write notebooks/05_exercises.ipynb
-    python tools/make_exercises.py --check   # exit 1 if the committed file is out of date
+    python tools/make_exercises.py           # write the student notebook of every source
+    python tools/make_exercises.py --check   # exit 1 if a committed one is out of date
+    python tools/make_exercises.py notebooks/08_backward_by_hand_solutions.ipynb   # just one
 
-The source, ``notebooks/05_exercises_solutions.ipynb``, marks what students must not see:
+``notebooks/NN_name_solutions.ipynb`` makes ``notebooks/NN_name.ipynb``. The source marks what
+students must not see:
 
-- a cell tagged ``solution`` (an assert cell, solution notes) is left out;
+- a cell tagged ``solution`` (an assert cell, solution notes, the setup a solutions notebook
+  needs to run on its own) is left out;
 - in a code cell, the lines from ``# BEGIN SOLUTION`` to ``# END SOLUTION`` are replaced by the
   block's ``# PLACEHOLDER: <code>`` lines, uncommented and at their own indentation, e.g.
   ``# PLACEHOLDER: answer = None  # your code here`` or, inside a function,
@@ -14,8 +17,24 @@ The source, ``notebooks/05_exercises_solutions.ipynb``, marks what students must
 - in a markdown cell, the lines from ``<!-- BEGIN SOLUTION -->`` to ``<!-- END SOLUTION -->``
   are removed.
 
-Outputs are stripped; everything else (cell ids, tags, notebook metadata) is kept. The result is
-checked: no marker survives, and every code cell is valid Python. Uses the standard library only.
+Outputs are stripped; everything else (cell ids, tags, metadata) is kept. The result is checked:
+no marker survives, and every code cell is valid Python. Uses the standard library only.
+
+Two kinds of solutions notebook, told apart by cell ids:
+
+- a whole notebook of exercises (05): its student version is the whole student notebook;
+- the exercise section of a lesson (07, 08): the lesson keeps its exercises at its end, and
+  the student version replaces the lesson's cells from the one whose id is the first generated
+  cell's id to the end. The lesson before that cell is edited in the lesson itself, as usual;
+  its exercise section is edited in the solutions notebook, which starts with its own title
+  and setup cells (tagged ``solution``) so that it runs on its own.
+
+Why 07 and 08 join this way rather than by generating the whole lesson from a solutions copy:
+a copy would run each lesson twice for a few lines of answers, at every seed offset CI tries
+and in the book (measured under nbval on a 2-core machine: the cells of 07 took 29 s, of 08
+8 s; their exercise sections with the answers, imports included, 7 s and 4 s), and every edit
+of a lesson would have to be made in its copy. nbval runs the solutions notebooks, whose assert
+cells fail unless every check says "correct".
 """
 
 import argparse
@@ -26,8 +45,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "notebooks" / "05_exercises_solutions.ipynb"
-TARGET = ROOT / "notebooks" / "05_exercises.ipynb"
+NOTEBOOKS = ROOT / "notebooks"
 
 SOLUTION_TAG = "solution"
 BEGIN, END, PLACEHOLDER = "# BEGIN SOLUTION", "# END SOLUTION", "# PLACEHOLDER:"
@@ -106,11 +124,10 @@ def _check_python(text, where):
         raise MarkerError(f"{where}: the student version is not valid Python ({err})") from None
 
 
-def make_student(solutions):
-    """The student notebook (a dict) for the solutions notebook ``solutions`` (a dict)."""
-    nb = copy.deepcopy(solutions)
+def student_cells(solutions):
+    """The student version of the solutions notebook's cells (a list of cells)."""
     cells = []
-    for index, cell in enumerate(nb["cells"]):
+    for index, cell in enumerate(copy.deepcopy(solutions["cells"])):
         tags = cell.get("metadata", {}).get("tags", [])
         if SOLUTION_TAG in tags:
             continue
@@ -130,8 +147,33 @@ def make_student(solutions):
                 raise MarkerError(f"{where}: a stray {marker!r} is left in the student version")
         cell["source"] = _lines(text)
         cells.append(cell)
-    nb["cells"] = cells
+    if not cells:
+        raise MarkerError("the student version has no cells")
+    return cells
+
+
+def make_student(solutions, lesson=None):
+    """The student notebook (a dict) for the solutions notebook ``solutions`` (a dict).
+
+    ``lesson``: the committed student notebook, or None. Its cells before the one whose id is
+    the first generated cell's id are kept, with its metadata (a lesson with its exercises at
+    its end); where there are none (or no lesson yet), the whole notebook is generated."""
+    cells = student_cells(solutions)
+    keep = _cells_before(lesson, cells[0].get("id")) if lesson is not None else []
+    nb = copy.deepcopy(lesson if keep else solutions)
+    nb["cells"] = copy.deepcopy(keep) + cells
     return nb
+
+
+def _cells_before(lesson, first):
+    ids = [cell.get("id") for cell in lesson["cells"]]
+    if first is None or first not in ids:
+        raise MarkerError(
+            f"the student notebook has no cell with id {first!r}, the first cell its solutions "
+            f"notebook generates: give the cell where its exercises start that id (or delete "
+            f"the student notebook to generate all of it)"
+        )
+    return lesson["cells"][: ids.index(first)]
 
 
 def render(nb):
@@ -139,26 +181,47 @@ def render(nb):
     return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def generate(source=SOURCE):
-    """The student notebook's text for the solutions notebook at ``source``."""
-    return render(make_student(json.loads(Path(source).read_text(encoding="utf-8"))))
+def target_of(source):
+    """The student notebook that the solutions notebook ``source`` makes."""
+    source = Path(source)
+    if not source.name.endswith("_solutions.ipynb"):
+        raise ValueError(f"{source.name} is not a solutions notebook (*_solutions.ipynb)")
+    return source.with_name(source.name.replace("_solutions.ipynb", ".ipynb"))
+
+
+def sources(folder=NOTEBOOKS):
+    """Every solutions notebook in ``folder``."""
+    return sorted(Path(folder).glob("*_solutions.ipynb"))
+
+
+def _read(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def generate(source):
+    """The text of the student notebook for the solutions notebook at ``source``."""
+    target = target_of(source)
+    return render(make_student(_read(source), _read(target) if target.exists() else None))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the target is stale")
+    parser.add_argument("--check", action="store_true", help="fail if a target is stale")
+    parser.add_argument("notebooks", nargs="*", help="solutions notebooks (default: all)")
     args = parser.parse_args(argv)
-    text = generate()
-    if args.check:
-        current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
-        if current != text:
-            print(f"{TARGET.relative_to(ROOT)} is out of date: run python tools/make_exercises.py")
-            return 1
-        print(f"{TARGET.relative_to(ROOT)} is up to date")
-        return 0
-    TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(ROOT)}")
-    return 0
+    stale = 0
+    for source in args.notebooks or sources():
+        target, text = target_of(source), generate(source)
+        shown = target.relative_to(ROOT) if target.is_relative_to(ROOT) else target
+        if not args.check:
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {shown}")
+        elif target.exists() and target.read_text(encoding="utf-8") == text:
+            print(f"{shown} is up to date")
+        else:
+            print(f"{shown} is out of date: run python tools/make_exercises.py")
+            stale += 1
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -6,32 +6,18 @@
 variant's backward, ``y = gamma * x / sqrt(var(x) + eps) + beta``: the part of ``dx`` that
 flows through ``var``. Both run the learner's function on float64 test inputs, compare with
 autograd, and name the usual mistakes (the detached mean, a sum instead of a mean, a lost
-factor, a wrong sign, a missing reduction). Like the checks of notebook 05 they never raise:
-an exception, a NaN, a wrong shape or ``None`` in the learner's answer becomes feedback that
-names it.
+factor, a wrong sign, a missing reduction). See :mod:`bnteach.exercises.kit` for how a check
+reports; notebook 08 has its own :func:`progress` table.
 """
 
 import torch
 
-from bnteach.exercises import feedback
-from bnteach.exercises.feedback import (
-    _call,
-    _NotAttempted,
-    _Wrong,
-)
+from bnteach.exercises import kit
+from bnteach.exercises.kit import NotAttempted, Wrong
 
-EXERCISES = {
-    "08.1": "Notebook 08, exercise 1 · backward of mean-only BN",
-    "08.2": "Notebook 08, exercise 2 · the variance term",
-}
+__all__ = ["EXERCISES", "check_mean_only_backward", "check_variance_term", "progress"]
 
-__all__ = ["EXERCISES", "check_mean_only_backward", "check_variance_term"]
-_RESULTS = {}
-
-
-def _check(exercise):
-    """``feedback._check`` with this notebook's titles and results."""
-    return feedback._check(exercise, titles=EXERCISES, results=_RESULTS)
+NB = kit.notebook("08")
 
 
 # ============================================================================ inputs, answers
@@ -48,41 +34,26 @@ def _inputs(n, c, seed):
     return x, gamma, dy
 
 
+_SHAPE_HINTS = {
+    (1, 2): "It has one number per sample and feature: sum it over the batch (dim=0) to get one "
+    "per feature, since every sample contributes to a per-feature parameter.",
+    (2, 1): "A per-feature tensor (C,) broadcasts against (N, C): combine it with a tensor of "
+    "shape (N, C) so that every sample gets its own share.",
+}
+
+
 def _tensor(value, name, shape):
     """The learner's value as a float64 tensor of ``shape``; feedback that names the problem."""
-    if value is None:
-        raise _NotAttempted(f"`{name}` is None: compute it and return it.")
-    if not isinstance(value, torch.Tensor):
-        raise _Wrong(f"`{name}` should be a tensor, got {type(value).__name__} {value!r:.60}.")
-    if tuple(value.shape) != tuple(shape):
-        hint = (
-            " It has one number per sample and feature: sum it over the batch (dim=0) to get one "
-            "per feature, since every sample contributes to a per-feature parameter."
-            if len(shape) == 1 and value.dim() == 2
-            else " A per-feature tensor (C,) broadcasts against (N, C): combine it with a "
-            "tensor of shape (N, C) so that every sample gets its own share."
-            if len(shape) == 2 and value.dim() == 1
-            else ""
-        )
-        raise _Wrong(
-            f"`{name}` has shape {tuple(value.shape)}, expected {tuple(shape)}: a gradient has "
-            f"the shape of what it is the gradient of.{hint}"
-        )
-    value = value.detach().to(torch.float64)
-    if not torch.isfinite(value).all():
-        bad = int((~torch.isfinite(value)).sum())
-        raise _Wrong(
-            f"`{name}` contains {bad} NaN or infinite value(s). Look for a division by zero, "
-            f"a square root of a negative number or an uninitialised tensor (torch.empty)."
-        )
-    return value
+    dims = (len(shape), value.dim() if isinstance(value, torch.Tensor) else None)
+    hint = "A gradient has the shape of what it is the gradient of. " + _SHAPE_HINTS.get(dims, "")
+    value = kit.tensor(
+        value, f"`{name}`", shape, none="is None: compute it and return it", hint=hint
+    )
+    return value.detach().to(torch.float64)
 
 
-def _match(value, candidates, name):
-    """Raise _Wrong with the message of the first wrong version that ``value`` equals."""
-    for wrong, message in candidates:
-        if wrong.shape == value.shape and torch.allclose(value, wrong, rtol=1e-7, atol=1e-9):
-            raise _Wrong(message)
+def _close(value, wrong):
+    return wrong.shape == value.shape and torch.allclose(value, wrong, rtol=1e-7, atol=1e-9)
 
 
 def _rel_error(a, b):
@@ -91,10 +62,10 @@ def _rel_error(a, b):
 
 
 def _compare(value, expected, name, candidates, what):
-    _match(value, candidates, name)
+    kit.name_mistake(value, candidates, _close)
     err = _rel_error(value, expected)
     if err > 1e-7:
-        raise _Wrong(
+        raise Wrong(
             f"`{name}` differs from autograd's gradient: relative error {err:.1e} (float64 "
             f"should give below 1e-7). {what}"
         )
@@ -113,21 +84,16 @@ def _mean_only_autograd(x, gamma, dy):
     return x.grad, gamma.grad, beta.grad
 
 
-@_check("08.1")
+@NB.check("08.1", "backward of mean-only BN")
 def check_mean_only_backward(mean_only_backward):
     """Exercise 08.1. ``mean_only_backward(dy, x, gamma)`` for mean-only BN
     ``y = gamma * (x - x.mean(0)) + beta``, x and dy of shape (N, C), gamma (C,): returns
     ``(dx, dgamma, dbeta)`` with shapes (N, C), (C,), (C,)."""
-    if mean_only_backward is None:
-        raise _NotAttempted("`mean_only_backward` is None: define the function.")
-    if not callable(mean_only_backward):
-        raise _Wrong(
-            f"`mean_only_backward` should be a function, got {type(mean_only_backward).__name__}."
-        )
+    kit.function(mean_only_backward, "mean_only_backward", "Define the function.")
     errors = []
     for n, c, seed in ((16, 5, 0), (7, 3, 1)):  # two batch sizes: N must not be hard-coded
         x, gamma, dy = _inputs(n, c, seed)
-        out = _call(
+        out = kit.call(
             mean_only_backward,
             dy.clone(),
             x.clone(),
@@ -135,12 +101,12 @@ def check_mean_only_backward(mean_only_backward):
             name="mean_only_backward",
         )
         if out is None:
-            raise _NotAttempted("`mean_only_backward` returns None: return (dx, dgamma, dbeta).")
+            raise NotAttempted("`mean_only_backward` returns None: return (dx, dgamma, dbeta).")
         if not isinstance(out, (tuple, list)) or len(out) != 3:
             what = f"{type(out).__name__}" + (
                 f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""
             )
-            raise _Wrong(
+            raise Wrong(
                 f"`mean_only_backward` should return three tensors (dx, dgamma, dbeta), got a "
                 f"{what}."
             )
@@ -250,22 +216,19 @@ def _variance_only_autograd(x, gamma, dy, eps):
     return x.grad
 
 
-@_check("08.2")
+@NB.check("08.2", "the variance term")
 def check_variance_term(dx_through_var, eps=1e-5):
     """Exercise 08.2. ``dx_through_var(dvar, xc)``: the part of dx that flows through
     ``var = (xc ** 2).mean(0)`` (xc = x - mean, shape (N, C); dvar (C,)), shape (N, C). The
     check adds it to the other terms of the variance-only backward and compares with
     autograd."""
-    if dx_through_var is None:
-        raise _NotAttempted("`dx_through_var` is None: define the function.")
-    if not callable(dx_through_var):
-        raise _Wrong(f"`dx_through_var` should be a function, got {type(dx_through_var).__name__}.")
+    kit.function(dx_through_var, "dx_through_var", "Define the function.")
     errors = []
     for n, c, seed in ((16, 5, 2), (7, 3, 3)):
         x, gamma, dy = _inputs(n, c, seed)
         p = _variance_only_parts(x, gamma, dy, eps)
         dvar, xc = p["dvar"], p["xc"]
-        term = _call(dx_through_var, dvar.clone(), xc.clone(), name="dx_through_var")
+        term = kit.call(dx_through_var, dvar.clone(), xc.clone(), name="dx_through_var")
         term = _tensor(term, "dx_through_var(dvar, xc)", (n, c))
         expected = dvar * 2 * xc / n
         candidates = [
@@ -299,11 +262,11 @@ def check_variance_term(dx_through_var, eps=1e-5):
                 "because xc sums to zero; x itself does not.)",
             )
         )
-        _match(term, candidates, "dx_through_var")
+        kit.name_mistake(term, candidates, _close)
         dx = p["dxhat"] * p["rstd"] + term  # the direct path x -> xhat, plus the learner's term
         err = _rel_error(dx, _variance_only_autograd(x, gamma, dy, eps))
         if err > 1e-7 or _rel_error(term, expected) > 1e-7:
-            raise _Wrong(
+            raise Wrong(
                 f"With your term, dx differs from autograd's: relative error {err:.1e}. The path "
                 f"is xc -> xc ** 2 -> mean over the batch -> var: chain the three derivatives."
             )
@@ -313,3 +276,7 @@ def check_variance_term(dx_through_var, eps=1e-5):
         f"autograd (largest relative error {max(errors):.1e}). The path from the mean into var "
         "adds nothing, since d var / d mean = -2 * xc.mean(0) = 0."
     )
+
+
+EXERCISES = NB.titles
+progress, reset = NB.progress, NB.reset

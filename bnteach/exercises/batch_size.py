@@ -1,64 +1,65 @@
-"""Checks of the batch-size experiments: BN at small batches (4) and LayerNorm, whose
+"""Notebook 05's checks of the batch-size experiments: BN at small batches (4) and LayerNorm, whose
 statistics do not depend on the batch (9). Both verify that each run was really trained with
 the batch size it is filed under, from the batch size its SweepResult records."""
 
-from bnteach.exercises._common import _check_table, _final, _mean, _result
-from bnteach.exercises.experiments import MARGIN, VERDICTS, _check_verdict, _paired
-from bnteach.exercises.feedback import _check, _choice, _missing, _Wrong
+from bnteach.exercises import kit
+from bnteach.exercises.kit import MARGIN, VERDICTS, Wrong
+
+NB = kit.notebook("05")
 
 # ============================================================================ 4 batch size
 
 
 def _check_batch_results(results, name, sizes, models):
     if not isinstance(results, dict) or not all(isinstance(k, int) for k in results):
-        raise _Wrong(
+        raise Wrong(
             f"`{name}` should be a dict {{batch size: SweepResult}}, e.g. {{2: ..., 64: ...}}."
         )
     missing = [b for b in sizes if b not in results]
     if missing:
-        raise _Wrong(f"`{name}` lacks the batch size(s) {missing}; use at least {list(sizes)}.")
+        raise Wrong(f"`{name}` lacks the batch size(s) {missing}; use at least {list(sizes)}.")
     first = None
     for bs, r in sorted(results.items()):
-        _result(r, f"{name}[{bs}]")
+        kit.sweep_result(r, f"{name}[{bs}]")
         if set(r.models) != set(models):
-            raise _Wrong(
+            raise Wrong(
                 f"`{name}[{bs}]` holds the models {sorted(r.models)}, expected {sorted(models)}."
             )
         for m, norm in models.items():
             if r.models[m]["norm"] != norm:
-                raise _Wrong(f"In `{name}[{bs}]` the model {m!r} should have norm={norm!r}.")
+                raise Wrong(f"In `{name}[{bs}]` the model {m!r} should have norm={norm!r}.")
         setting = (r.seeds, r.lrs, r.epochs, r.models)
         if first is None:
             first = setting
         elif setting != first:
-            raise _Wrong(
+            raise Wrong(
                 f"The runs in `{name}` differ in more than the batch size (seeds, learning "
                 f"rates, epochs or models): compare like with like."
             )
     for bs, r in results.items():
         # The result records the batch size it was trained with: no retraining, no tolerance.
         if r.batch_size != bs:
-            raise _Wrong(
+            raise Wrong(
                 f"`{name}[{bs}]` was trained with batch_size={r.batch_size} (the SweepResult "
                 f"records it), but it is filed under {bs}. Pass batch_size=bs to sweep.run "
                 f"inside your loop."
             )
         if not r.finished:
-            raise _Wrong(
+            raise Wrong(
                 f"`{name}[{bs}]` stopped after {r.epochs_run} of {r.epochs} epochs; let every "
                 f"run finish (an on_epoch callback that returns False stops it)."
             )
     return sorted(results)
 
 
-@_check("4")
+@NB.check("4", "batch size")
 def check_batch_size(results, bn_minus_plain, worst, verdicts):
     """Exercise 4. ``results``: ``{batch size: sweep.run(...)}`` of the default pair for batch
     sizes including 2, 4, 64 and 256 (same seeds, lr and epochs); ``bn_minus_plain``:
     ``{batch size: mean final val accuracy of BN minus plain}``; ``worst``: the batch size
     where BN does worst compared with the plain net; ``verdicts``: ``{batch size:
     paired(BN, plain).verdict(margin=0.02)}``."""
-    _missing(
+    kit.missing(
         {
             "batch_results": results,
             "bn_minus_plain": bn_minus_plain,
@@ -73,12 +74,13 @@ def check_batch_size(results, bn_minus_plain, worst, verdicts):
 
     def table(sign=1):
         return {
-            bs: sign * (_mean(_final(results[bs], "BN")) - _mean(_final(results[bs], "plain")))
+            bs: sign
+            * (kit.mean(kit.finals(results[bs], "BN")) - kit.mean(kit.finals(results[bs], "plain")))
             for bs in sizes
         }
 
     expected = table()
-    _check_table(
+    kit.table(
         bn_minus_plain,
         expected,
         "bn_minus_plain",
@@ -86,23 +88,26 @@ def check_batch_size(results, bn_minus_plain, worst, verdicts):
         [(table(-1), "The differences have the wrong sign: BN minus plain, not plain minus BN.")],
     )
     if isinstance(worst, bool) or not isinstance(worst, int) or worst not in sizes:
-        raise _Wrong(f"`worst_batch` should be one of your batch sizes {sizes}, got {worst!r}.")
+        raise Wrong(f"`worst_batch` should be one of your batch sizes {sizes}, got {worst!r}.")
     truth = min(expected, key=expected.get)
     shown = ", ".join(f"{bs}: {d:+.3f}" for bs, d in expected.items())
     if worst != truth:
-        raise _Wrong(f"Your own numbers (BN minus plain) are {shown}: the lowest is at {truth}.")
+        raise Wrong(f"Your own numbers (BN minus plain) are {shown}: the lowest is at {truth}.")
     if not isinstance(verdicts, dict) or set(verdicts) != set(sizes):
-        raise _Wrong(
+        raise Wrong(
             f"`batch_verdicts` should be a dict with one verdict per batch size {sizes}, e.g. "
             f"{{2: 'worse', ...}} (one of {', '.join(map(repr, VERDICTS))})."
         )
     said = {
-        bs: _check_verdict(
-            verdicts[bs], _paired(results[bs], "BN", "plain"), f"batch_verdicts[{bs}]", MARGIN
+        bs: kit.check_verdict(
+            verdicts[bs],
+            kit.paired_finals(results[bs], "BN", "plain"),
+            f"batch_verdicts[{bs}]",
+            MARGIN,
         )
         for bs in sizes
     }
-    bn_train = _mean(_final(results[truth], "BN", "train_loss"))
+    bn_train = kit.mean(kit.finals(results[truth], "BN", "train_loss"))
     return (
         f"BN minus plain by batch size: {shown}. At batch size {truth} BN is worst; its final "
         f"training loss there is {bn_train:.3f} (ln 2 = 0.693 is guessing). Verdicts (margin "
@@ -114,14 +119,14 @@ def check_batch_size(results, bn_minus_plain, worst, verdicts):
 # ============================================================================ 9 LayerNorm
 
 
-@_check("9")
+@NB.check("9", "LayerNorm at small batches")
 def check_layer_norm(results, acc, verdict_at_2, more_sensitive):
     """Exercise 9. ``results``: ``{batch size: sweep.run(...)}`` of ``{"BN": norm batch, "LN":
     norm layer}`` for batch sizes including 2 and 64 (same seeds, lr, epochs); ``acc``:
     ``{(model, batch size): mean final validation accuracy}``; ``verdict_at_2``:
     ``paired(LN, BN).verdict(margin=0.02)`` at batch size 2; ``more_sensitive``: the model whose
     mean accuracy changes more across the batch sizes (largest minus smallest)."""
-    _missing(
+    kit.missing(
         {
             "ln_results": results,
             "ln_acc": acc,
@@ -132,28 +137,30 @@ def check_layer_norm(results, acc, verdict_at_2, more_sensitive):
     )
     sizes = _check_batch_results(results, "ln_results", (2, 64), {"BN": "batch", "LN": "layer"})
     keys = [(m, bs) for m in ("BN", "LN") for bs in sizes]
-    expected = {(m, bs): _mean(_final(results[bs], m)) for m, bs in keys}
-    _check_table(
+    expected = {(m, bs): kit.mean(kit.finals(results[bs], m)) for m, bs in keys}
+    kit.table(
         acc,
         expected,
         "ln_acc",
         "mean final validation accuracy over seeds",
         [
             (
-                {(m, bs): _mean(_final(results[bs], m, "val_loss")) for m, bs in keys},
+                {(m, bs): kit.mean(kit.finals(results[bs], m, "val_loss")) for m, bs in keys},
                 "These are validation losses; the table is about the final validation accuracy.",
             )
         ],
     )
-    said = _check_verdict(verdict_at_2, _paired(results[2], "LN", "BN"), "ln_verdict_2", MARGIN)
-    _choice(more_sensitive, ["BN", "LN"], "more_sensitive")
+    said = kit.check_verdict(
+        verdict_at_2, kit.paired_finals(results[2], "LN", "BN"), "ln_verdict_2", MARGIN
+    )
+    kit.choice(more_sensitive, ["BN", "LN"], "more_sensitive")
     ranges = {
         m: max(expected[m, bs] for bs in sizes) - min(expected[m, bs] for bs in sizes)
         for m in ("BN", "LN")
     }
     truth = max(ranges, key=ranges.get)
     if more_sensitive != truth:
-        raise _Wrong(
+        raise Wrong(
             f"Across batch sizes {sizes} BN's mean accuracy spans {ranges['BN']:.3f} and LN's "
             f"{ranges['LN']:.3f}: {truth} is more sensitive."
         )

@@ -1,8 +1,9 @@
-"""Checks of what BN cancels in the layer before it: the redundant bias (6: its gradient, the
-parameters ``bias=False`` saves, a run with and without) and the initialisation scale (8:
-scaling the hidden layers by a, the gradient ratio it causes, how far Adam moves the hidden
-weights relative to their size, and the paired verdict at a = 100; the reported numbers are
-tied to a re-run of the first of the exercise's seeds, and another seed's numbers are named)."""
+"""Notebook 05's checks of what BN cancels in the layer before it: the redundant bias (6: its
+gradient, the parameters ``bias=False`` saves, a run with and without) and the initialisation
+scale (8: scaling the hidden layers by a, the gradient ratio it causes, how far Adam moves the
+hidden weights relative to their size, and the paired verdict at a = 100; the reported numbers
+are tied to a re-run of the first of the exercise's seeds, and another seed's numbers are
+named)."""
 
 import copy
 
@@ -12,21 +13,13 @@ from torch import nn
 
 from bnteach.batchnorm import bn_layers
 from bnteach.data import load_data, make_loaders
-from bnteach.exercises._common import _differences, _result
-from bnteach.exercises.experiments import _check_verdict, _one_lr, _paired
-from bnteach.exercises.feedback import (
-    _call,
-    _check,
-    _finite,
-    _missing,
-    _NotAttempted,
-    _number,
-    _same,
-    _Wrong,
-)
+from bnteach.exercises import kit
+from bnteach.exercises.kit import NotAttempted, Wrong
 from bnteach.models import MLP, count_parameters
 from bnteach.stats import paired, seeds
 from bnteach.training import train_model
+
+NB = kit.notebook("05")
 
 # ============================================================================ 6 bias
 
@@ -39,19 +32,107 @@ def _bias_setup(training):
         torch.manual_seed(seeds(1)[0])
         model = MLP(20, (128, 64), norm="batch")
     model.train(training)
-    loss = F.binary_cross_entropy_with_logits(model(X_train[:64]), y_train[:64])
-    loss.backward()
+    F.binary_cross_entropy_with_logits(model(X_train[:64]), y_train[:64]).backward()
     return model
 
 
-@_check("6")
+def _check_bias_grad(bias_grad):
+    """The largest entry of the learner's bias gradient, which must be rounding noise."""
+    if not isinstance(bias_grad, torch.Tensor):
+        raise Wrong(
+            f"`bias_grad` should be a tensor (`.grad` of a bias), got {type(bias_grad).__name__}."
+        )
+    g = kit.finite(
+        bias_grad.detach().double().cpu(),
+        "`bias_grad`",
+        "Measure it after one backward pass of the exercise's batch.",
+    )
+    if g.shape == (1,):
+        raise Wrong(
+            "`bias_grad` has shape (1,): that is the output layer's bias. No BN follows it, so "
+            "its gradient is not zero. Take network[0].bias.grad, the bias right before a BN."
+        )
+    if g.shape not in {(128,), (64,)}:
+        raise Wrong(
+            f"`bias_grad` has shape {tuple(g.shape)}; network[0].bias.grad has shape (128,)."
+        )
+    if g.shape == (128,) and torch.allclose(
+        g, _bias_setup(training=True).network[0].bias.detach().double(), atol=1e-6
+    ):
+        raise Wrong("`bias_grad` holds the bias itself, not its gradient: use `.grad`.")
+    largest = g.abs().max().item()
+    if largest <= 1e-6:
+        return largest
+    evaluated = _bias_setup(training=False).network[0].bias.grad.double()
+    if g.shape == (128,) and torch.allclose(g, evaluated, rtol=1e-3, atol=1e-7):
+        raise Wrong(
+            "This gradient was computed in eval mode (model.eval()): there BN subtracts the "
+            "fixed running mean, so the bias is not cancelled and gets a real gradient. In "
+            "training mode BN subtracts the batch mean, which contains the bias: measure it "
+            "after model.train()."
+        )
+    raise Wrong(
+        f"`bias_grad` reaches {largest:.2e}; in training mode it should be zero up to "
+        f"rounding (about 1e-9). Measure network[0].bias.grad after one backward pass "
+        f"with the model in training mode."
+    )
+
+
+def _check_params_saved(params_saved):
+    params_saved = kit.number(params_saved, "`params_saved`")
+    with_bias = count_parameters(MLP(20, (128, 64), norm="batch"))
+    without = count_parameters(MLP(20, (128, 64), norm="batch", bias=False))
+    expected = with_bias - without
+    kit.name_mistake(
+        params_saved,
+        [
+            (
+                expected + 1,
+                f"`params_saved` counts the output layer's bias too: that layer has no BN after "
+                f"it, so its bias is not redundant (and `bias=False` keeps it). {expected} is "
+                f"right.",
+            ),
+            (-expected, "`params_saved` has the wrong sign: with bias minus without bias."),
+        ],
+        lambda a, b: a == b,
+    )
+    if params_saved != expected:
+        raise Wrong(
+            f"`params_saved` is {params_saved:g}, but count_parameters gives {with_bias} with "
+            f"and {without} without the hidden biases: {expected}."
+        )
+    return expected
+
+
+def _check_bias_models(result):
+    kit.sweep_result(result, "bias_result")
+    if set(result.models) != {"bias", "no_bias"}:
+        raise Wrong(
+            f"`bias_result` should hold the models 'bias' and 'no_bias', got "
+            f"{sorted(result.models)}."
+        )
+    specs = result.models
+    if specs["bias"]["norm"] != "batch" or specs["no_bias"]["norm"] != "batch":
+        raise Wrong(
+            "Both models need norm='batch': the bias is redundant only when a BN layer follows "
+            "it. Without BN, removing it changes the model."
+        )
+    if specs["bias"]["bias"] is not True or specs["no_bias"]["bias"] is not False:
+        raise Wrong("'bias' should have bias=True and 'no_bias' bias=False.")
+    other = kit.differences(specs["bias"], specs["no_bias"]) - {"bias"}
+    if other:
+        raise Wrong(f"The two models also differ in {sorted(other)}: only `bias` may differ.")
+    kit.one_lr(result, "bias_result")
+
+
+@NB.check("6", "the redundant bias")
 def check_bias(bias_grad, params_saved, result, verdict):
     """Exercise 6. ``bias_grad``: the gradient of ``network[0].bias`` of an ``MLPWithBN``
     initialised with ``torch.manual_seed(seeds(1)[0])``, after one backward pass of BCE on the
     first 64 training samples, in training mode; ``params_saved``: parameters removed by
     ``bias=False``; ``result``: ``sweep.run`` of ``{"bias": BN net, "no_bias": the same with
     bias=False}`` (3+ seeds, one lr); ``verdict``: ``paired(bias, no_bias).verdict(0.02)``."""
-    _missing(
+    kit.missing(
         {
             "bias_grad": bias_grad,
             "params_saved": params_saved,
@@ -60,79 +141,10 @@ def check_bias(bias_grad, params_saved, result, verdict):
         },
         "Measure the gradient, count the parameters, train both models and give your verdict.",
     )
-    if not isinstance(bias_grad, torch.Tensor):
-        raise _Wrong(
-            f"`bias_grad` should be a tensor (`.grad` of a bias), got {type(bias_grad).__name__}."
-        )
-    g = _finite(
-        bias_grad.detach().double().cpu(),
-        "`bias_grad`",
-        "Measure it after one backward pass of the exercise's batch.",
-    )
-    reference = _bias_setup(training=True)
-    if g.shape == (1,):
-        raise _Wrong(
-            "`bias_grad` has shape (1,): that is the output layer's bias. No BN follows it, so "
-            "its gradient is not zero. Take network[0].bias.grad, the bias right before a BN."
-        )
-    if g.shape not in {(128,), (64,)}:
-        raise _Wrong(
-            f"`bias_grad` has shape {tuple(g.shape)}; network[0].bias.grad has shape (128,)."
-        )
-    if g.shape == (128,) and torch.allclose(
-        g, reference.network[0].bias.detach().double(), atol=1e-6
-    ):
-        raise _Wrong("`bias_grad` holds the bias itself, not its gradient: use `.grad`.")
-    largest = g.abs().max().item()
-    if largest > 1e-6:
-        evaluated = _bias_setup(training=False).network[0].bias.grad.double()
-        if g.shape == (128,) and torch.allclose(g, evaluated, rtol=1e-3, atol=1e-7):
-            raise _Wrong(
-                "This gradient was computed in eval mode (model.eval()): there BN subtracts the "
-                "fixed running mean, so the bias is not cancelled and gets a real gradient. In "
-                "training mode BN subtracts the batch mean, which contains the bias: measure it "
-                "after model.train()."
-            )
-        raise _Wrong(
-            f"`bias_grad` reaches {largest:.2e}; in training mode it should be zero up to "
-            f"rounding (about 1e-9). Measure network[0].bias.grad after one backward pass "
-            f"with the model in training mode."
-        )
-    params_saved = _number(params_saved, "`params_saved`")
-    with_bias = count_parameters(MLP(20, (128, 64), norm="batch"))
-    without = count_parameters(MLP(20, (128, 64), norm="batch", bias=False))
-    expected = with_bias - without
-    if params_saved == expected + 1:
-        raise _Wrong(
-            f"`params_saved` counts the output layer's bias too: that layer has no BN after it, "
-            f"so its bias is not redundant (and `bias=False` keeps it). {expected} is right."
-        )
-    if params_saved == -expected:
-        raise _Wrong("`params_saved` has the wrong sign: with bias minus without bias.")
-    if params_saved != expected:
-        raise _Wrong(
-            f"`params_saved` is {params_saved:g}, but count_parameters gives {with_bias} with "
-            f"and {without} without the hidden biases: {expected}."
-        )
-    _result(result, "bias_result")
-    if set(result.models) != {"bias", "no_bias"}:
-        raise _Wrong(
-            f"`bias_result` should hold the models 'bias' and 'no_bias', got "
-            f"{sorted(result.models)}."
-        )
-    specs = result.models
-    if specs["bias"]["norm"] != "batch" or specs["no_bias"]["norm"] != "batch":
-        raise _Wrong(
-            "Both models need norm='batch': the bias is redundant only when a BN layer follows "
-            "it. Without BN, removing it changes the model."
-        )
-    if specs["bias"]["bias"] is not True or specs["no_bias"]["bias"] is not False:
-        raise _Wrong("'bias' should have bias=True and 'no_bias' bias=False.")
-    other = _differences(specs["bias"], specs["no_bias"]) - {"bias"}
-    if other:
-        raise _Wrong(f"The two models also differ in {sorted(other)}: only `bias` may differ.")
-    _one_lr(result, "bias_result")
-    said = _check_verdict(verdict, _paired(result, "bias", "no_bias"), "bias_verdict")
+    largest = _check_bias_grad(bias_grad)
+    expected = _check_params_saved(params_saved)
+    _check_bias_models(result)
+    said = kit.check_verdict(verdict, kit.paired_finals(result, "bias", "no_bias"), "bias_verdict")
     return (
         f"The bias gradient is at most {largest:.1e} (rounding noise); bias=False saves "
         f"{expected} parameters; {said}."
@@ -140,33 +152,6 @@ def check_bias(bias_grad, params_saved, result, verdict):
 
 
 # ============================================================================ 8 scale
-
-
-def _scaled_reference(model, a):
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    with torch.no_grad():
-        for lin in linears[:-1]:
-            lin.weight.mul_(a)
-            if lin.bias is not None:
-                lin.bias.mul_(a)
-    return model
-
-
-def _grad_norm_ratio(a, training=True, norm="batch"):
-    """||dL/dW1|| with hidden layers scaled by a over the same at a = 1 (the exercise's setup)."""
-    X_train, _, y_train, _ = load_data()
-    norms = []
-    for factor in (1.0, a):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds(1)[0])
-            model = MLP(20, (128, 64), norm=norm)
-        _scaled_reference(model, factor)
-        model.train(training)
-        loss = F.binary_cross_entropy_with_logits(model(X_train[:64]), y_train[:64])
-        loss.backward()
-        norms.append(model.network[0].weight.grad.norm().item())
-    return norms[1] / norms[0]
-
 
 # The exercise's training setup for `init_acc`: seeds(INIT_SEEDS), learning rate 0.01, 10
 # epochs. The check re-runs the first of those seeds.
@@ -181,216 +166,254 @@ CHANGE_TOL = 0.1
 CHANGE_LAYER = 3
 
 
-def _device():
-    """Where the check re-runs training: where the notebook trains (CUDA when present)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _scaled_reference(model, a):
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for lin in linears[:-1]:
+            lin.weight.mul_(a)
+            if lin.bias is not None:
+                lin.bias.mul_(a)
+    return model
 
 
-def _init_run(norm, a, seed, lr=INIT_LR, epochs=INIT_EPOCHS):
+def _seeded_mlp(seed, a, norm="batch", hidden=(128, 64)):
+    """MLP(20, hidden, norm) initialised with ``seed``, hidden layers scaled by ``a``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _scaled_reference(MLP(20, hidden, norm=norm), a)
+
+
+def _grad_norm_ratio(a, training=True, norm="batch"):
+    """||dL/dW1|| with hidden layers scaled by a over the same at a = 1 (the exercise's setup)."""
+    X_train, _, y_train, _ = load_data()
+    norms = []
+    for factor in (1.0, a):
+        model = _seeded_mlp(seeds(1)[0], factor, norm).train(training)
+        F.binary_cross_entropy_with_logits(model(X_train[:64]), y_train[:64]).backward()
+        norms.append(model.network[0].weight.grad.norm().item())
+    return norms[1] / norms[0]
+
+
+def _init_run(norm, a, seed, epochs=INIT_EPOCHS):
     """The exercise's run on the notebook's device: seed, MLP(norm=norm), hidden layers scaled
     by a, trained with train_model on make_loaders(..., seed=seed). Returns ``(history,
     change)``, ``change`` = ||W - W_0|| / ||W_0|| of the second hidden Linear, ``network[3]``
     (W_0: after scaling, before training; None for a net without BN)."""
-    device = _device()
+    device = kit.device()
     X_train, X_val, y_train, y_val = (t.to(device) for t in load_data())
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+    with kit.fork_rng():
         torch.manual_seed(seed)
         model = _scaled_reference(MLP(20, (128, 64), norm=norm), a).to(device)
         loaders = make_loaders(X_train, X_val, y_train, y_val, seed=seed)
-        if norm != "batch":  # `weight_change` is about the BN net only
-            return train_model(model, *loaders, epochs=epochs, lr=lr, verbose=False), None
-        start = model.network[CHANGE_LAYER].weight.detach().clone()
-        history = train_model(model, *loaders, epochs=epochs, lr=lr, verbose=False)
-    change = ((model.network[CHANGE_LAYER].weight.detach() - start).norm() / start.norm()).item()
-    return history, change
+        layer = model.network[CHANGE_LAYER] if norm == "batch" else None
+        start = None if layer is None else layer.weight.detach().clone()
+        history = train_model(model, *loaders, epochs=epochs, lr=INIT_LR, verbose=False)
+    if layer is None:  # `weight_change` is about the BN net only
+        return history, None
+    return history, ((layer.weight.detach() - start).norm() / start.norm()).item()
 
 
-def _other_seeds(told, n):
-    """The seeds a learner may have used instead of ``told``: the rest of ``seeds(n)`` and,
-    when ``BNTEACH_SEED_OFFSET`` is set, the unshifted 0, 1, ..., n - 1 (typed by hand)."""
-    return [s for s in dict.fromkeys(seeds(n) + list(range(n))) if s != told]
+def _check_scaler(scale_hidden_layers):
+    """Run the learner's ``scale_hidden_layers`` on a small BN net with a = 3."""
+    original = _seeded_mlp(seeds(1)[0], 1.0, hidden=(16, 8))
+    model = copy.deepcopy(original)
+    returned = kit.call(scale_hidden_layers, model, 3.0, name="scale_hidden_layers")
+    if returned is not None and not isinstance(returned, nn.Module):
+        raise Wrong(
+            f"`scale_hidden_layers` should return the model, got {type(returned).__name__}."
+        )
+    model = returned if returned is not None else model
+    if returned is None and all(
+        torch.equal(p, q) for p, q in zip(model.parameters(), original.parameters())
+    ):
+        raise NotAttempted("`scale_hidden_layers` returns None and changes nothing yet.")
+    lins = [(i, m) for i, m in enumerate(model.network) if isinstance(m, nn.Linear)]
+    olins = [m for m in original.network if isinstance(m, nn.Linear)]
+    for k, ((i, lin), orig) in enumerate(zip(lins, olins)):
+        last = k == len(lins) - 1
+        if not torch.allclose(lin.weight, orig.weight * (1.0 if last else 3.0)):
+            if last and torch.allclose(lin.weight, orig.weight * 3.0):
+                raise Wrong(
+                    "You also scaled the output Linear. No BN follows it, so scaling it simply "
+                    "scales the logits; the exercise scales the hidden Linears only (all but "
+                    "the last)."
+                )
+            if torch.allclose(lin.weight, orig.weight):
+                raise Wrong(
+                    f"network[{i}] (a hidden Linear) was not scaled: scale every Linear but "
+                    f"the last."
+                )
+            raise Wrong(f"network[{i}].weight is not the original multiplied by a.")
+        if not last and not torch.allclose(lin.bias, orig.bias * 3.0):
+            raise Wrong(
+                f"network[{i}].bias was not scaled: multiply the bias by a too, so a layer's "
+                f"output is exactly a times the original (before BN it cancels anyway)."
+            )
+    for bn, obn in zip(bn_layers(model), bn_layers(original)):
+        if not (torch.equal(bn.weight, obn.weight) and torch.equal(bn.bias, obn.bias)):
+            raise Wrong("You changed the BN layers' weight/bias: scale only the Linear layers.")
 
 
-class _Runs:
+def _check_grad_ratio(grad_ratio):
+    if not isinstance(grad_ratio, dict) or not {10, 100} <= set(grad_ratio):
+        raise Wrong("`grad_ratio` should be a dict {a: ratio} with at least the keys 10 and 100.")
+    shown = []
+    for a, value in grad_ratio.items():
+        a = kit.number(a, "`grad_ratio` keys")
+        value = kit.number(value, f"`grad_ratio[{a:g}]`")
+        truth = _grad_norm_ratio(a)
+        shown.append(f"a={a:g}: {value:.4g}")
+        if kit.same(value, truth, 0.02):
+            continue
+        unnormalized = (
+            f"`grad_ratio[{a:g}]` is what a net that does not normalize gives: either the "
+            f"model was in eval mode (a fresh BN layer's running statistics are 0 and 1, so "
+            f"in eval mode it normalizes nothing) or it has no BN (norm='none'). Measure the "
+            f"BN net in training mode."
+        )
+        mistakes = [
+            (
+                1 / truth,
+                f"`grad_ratio[{a:g}]` is {value:.4g}, the inverse of the measured {truth:.4g}: "
+                f"divide the gradient norm at scale a by the one at scale 1.",
+            ),
+            (
+                1.0,
+                f"`grad_ratio[{a:g}]` is about 1: that is the gradient of a layer after the "
+                f"scaled ones (e.g. the output layer). Measure network[0].weight.grad.",
+            ),
+            (lambda a=a: _grad_norm_ratio(a, training=False), unnormalized),
+            (lambda a=a: _grad_norm_ratio(a, norm="none"), unnormalized),
+        ]
+        kit.name_mistake(value, mistakes, lambda v, g: kit.same(v, g, 0.02))
+        raise Wrong(f"`grad_ratio[{a:g}]` is {value:.4g}; measuring it gives {truth:.4g}.")
+    return ", ".join(shown)
+
+
+class _Runs(dict):
     """The check's re-runs, made when first needed: ``runs[norm, a, seed] = (history, change)``."""
 
-    def __init__(self):
-        self._runs = {}
-
-    def __getitem__(self, key):
-        if key not in self._runs:
-            self._runs[key] = _init_run(*key)
-        return self._runs[key]
+    def __missing__(self, key):
+        self[key] = _init_run(*key)
+        return self[key]
 
 
-def _other_seed_message(where, value, told, runs, key, pick, exact_tol):
-    """A message if ``value`` is exactly what another seed gives for ``key`` = (norm, a)."""
-    for seed in _other_seeds(told, INIT_SEEDS):
-        if abs(value - pick(runs[(*key, seed)])) <= exact_tol:
-            return (
-                f"{where}: that is seed {seed}'s run, not seed {told}'s (the check re-ran both). "
-                f"The exercise's seeds are seeds({INIT_SEEDS}) = {seeds(INIT_SEEDS)}, in that "
-                f"order: take them from `seeds({INIT_SEEDS})` rather than typing numbers."
-            )
-    return None
-
-
-def _nearest_other(value, told, runs, key, pick):
-    """``(seed, distance)`` of the other seed whose run is nearest ``value``."""
-    return min(
-        ((s, abs(value - pick(runs[(*key, s)]))) for s in _other_seeds(told, INIT_SEEDS)),
-        key=lambda item: item[1],
+def _acc_rerun(runs, norm, a):
+    return kit.Rerun(
+        lambda seed: runs[norm, a, seed][0].val_acc[-1],
+        INIT_SEEDS,
+        equal=lambda x, y: abs(x - y) <= 1e-6,
+        near=lambda x, y: abs(x - y) <= INIT_ACC_TOL,
+        fmt="{:.3f}".format,
     )
 
 
-def _check_init_acc(accs, runs, told):
-    """Tie the learner's accuracies to real runs: re-run seed ``told`` (the first entry) of
-    every (norm, a) and compare; name the usual mix-ups (another seed, no scaling, another
-    run's numbers, the loss, train_model's default 25 epochs). Returns the keys whose number
-    matched the re-run only approximately (another device's rounding), for the success message."""
-    truth = {k: runs[(*k, told)][0].val_acc[-1] for k in accs}
+def _check_init_acc(accs, runs):
+    """Tie the learner's accuracies to real runs: re-run the first seed of every (norm, a) and
+    compare; name the usual mix-ups (another seed, no scaling, another run's numbers, the loss,
+    train_model's default 25 epochs). Returns the keys whose number matched the re-run only
+    approximately (another device's rounding), for the success message."""
+    reruns = {k: _acc_rerun(runs, *k) for k in accs}
     approximate = []
     for (norm, a), values in accs.items():
-        value, expected, h = values[0], truth[norm, a], runs[norm, a, told][0]
-        if abs(value - expected) <= 1e-6:
-            continue
-        where = f"`init_acc[{(norm, a)!r}][0]` is {value:.3f}"
-        rerun = f"the check's re-run of seed {told} gives {expected:.3f}"
-        other = _other_seed_message(
-            where, value, told, runs, (norm, a), lambda r: r[0].val_acc[-1], 1e-6
-        )
-        if other:
-            raise _Wrong(other)
-        alternatives = []
-        if a != 1 and (norm, 1) in truth:
-            alternatives.append(
-                (
-                    lambda norm=norm: truth[norm, 1],
-                    True,
-                    f"{where}, what seed {told} gives without scaling ({truth[norm, 1]:.3f}); "
-                    f"with the hidden layers scaled by {a:g} {rerun}. Call `scale_hidden_layers("
-                    f"model, a)` after building the model and before training it.",
-                )
-            )
-        alternatives.append(
+        rerun, told = reruns[norm, a], reruns[norm, a].told
+        where, said = f"`init_acc[{(norm, a)!r}][0]` is {values[0]:.3f}", rerun.said()
+        loss = runs[norm, a, told][0].val_loss[-1]
+        unscaled = [
             (
-                lambda h=h: h.val_loss[-1],
-                True,
-                f"{where}, about the final validation loss ({h.val_loss[-1]:.3f}): report the "
-                f"final validation accuracy, `history.val_acc[-1]` ({rerun}).",
+                reruns[norm, 1](),
+                f"{where}, what seed {told} gives without scaling ({reruns[norm, 1]():.3f}); "
+                f"with the hidden layers scaled by {a:g} {said}. Call `scale_hidden_layers("
+                f"model, a)` after building the model and before training it.",
             )
-        )
-        longer = []
-
-        def after_25_epochs(norm=norm, a=a, longer=longer):
-            if not longer:
-                longer.append(_init_run(norm, a, told, epochs=25)[0].val_acc[-1])
-            return longer[0]
-
-        alternatives.append(
+        ][: int(a != 1)]
+        loose = unscaled + [
             (
-                after_25_epochs,
-                False,
-                f"{where}, what 25 epochs give (train_model's default); the exercise trains "
-                f"for {INIT_EPOCHS} epochs: {rerun}.",
+                loss,
+                f"{where}, about the final validation loss ({loss:.3f}): report the final "
+                f"validation accuracy, `history.val_acc[-1]` ({said}).",
             )
-        )
-        alternatives += [
+        ]
+        mistakes = unscaled + [
             (
-                lambda k=k: truth[k],
-                False,
-                f"{where}, what seed {told} gives for {k!r} ({truth[k]:.3f}); for {(norm, a)!r} "
-                f"{rerun}. Check the `norm` and `a` of each run.",
+                reruns[k](),
+                f"{where}, what seed {told} gives for {k!r} ({reruns[k]():.3f}); for "
+                f"{(norm, a)!r} {said}. Check the `norm` and `a` of each run.",
             )
-            for k in truth
+            for k in accs
             if k != (norm, a)
         ]
-        # an exact match first; then, loosely, only the mistakes whose numbers stand apart
-        for exact in (True, False):
-            for mistake, loose, message in alternatives:
-                if (exact or loose) and abs(value - mistake()) <= (1e-3 if exact else INIT_ACC_TOL):
-                    raise _Wrong(message)
-        # another device rounds differently: close to the re-run and not nearer another seed
-        if abs(value - expected) <= INIT_ACC_TOL:
-            seed, distance = _nearest_other(
-                value, told, runs, (norm, a), lambda r: r[0].val_acc[-1]
+        mistakes.append(
+            (
+                lambda norm=norm, a=a, told=told: _init_run(norm, a, told, epochs=25)[0].val_acc[
+                    -1
+                ],
+                f"{where}, what 25 epochs give (train_model's default); the exercise trains "
+                f"for {INIT_EPOCHS} epochs: {said}.",
             )
-            if abs(value - expected) <= distance:
-                approximate.append(f"init_acc[{(norm, a)!r}]")
-                continue
-            raise _Wrong(
-                f"{where}, nearer seed {seed}'s run than seed {told}'s ({rerun}). The "
-                f"exercise's seeds are seeds({INIT_SEEDS}) = {seeds(INIT_SEEDS)}, in that order."
-            )
-        raise _Wrong(
-            f"{where}, but {rerun} (torch.manual_seed({told}), MLP(norm={norm!r}), scaled by "
+        )
+        final = (
+            f"{where}, but {said} (torch.manual_seed({told}), MLP(norm={norm!r}), scaled by "
             f"{a:g}, train_model with learning rate {INIT_LR:g}, {INIT_EPOCHS} epochs, "
             f"make_loaders(..., seed={told})); another device changes it a little, not this "
             f"much. Fill `init_acc` from your own runs, the seeds seeds({INIT_SEEDS}) = "
             f"{seeds(INIT_SEEDS)} in that order."
         )
+        if not rerun.judge(values[0], where, final, mistakes, loose, INIT_ACC_TOL):
+            approximate.append(f"init_acc[{(norm, a)!r}]")
     return approximate
 
 
-def _check_weight_change(weight_change, runs, told):
+def _check_weight_change(weight_change, runs):
     """The learner's relative change of the second hidden Linear's weight in the BN net of
-    seed ``told``, at a = 1 and a = 100, against the re-runs. Returns ``({a: re-run change},
+    the first seed, at a = 1 and a = 100, against the re-runs. Returns ``({a: re-run change},
     approximate)``, ``approximate`` the entries that matched only approximately."""
-    approximate = []
     if not isinstance(weight_change, dict) or set(weight_change) != {1, 100}:
-        raise _Wrong(
+        raise Wrong(
             "`weight_change` should be a dict {1: ..., 100: ...}: the relative change of the "
             "second hidden Linear's weight (network[3]) of the BN net, at a = 1 and a = 100."
         )
-    truth = {a: runs["batch", a, told][1] for a in (1, 100)}
-    for a in (1, 100):
-        value = _number(weight_change[a], f"`weight_change[{a}]`")
-        expected = truth[a]
-        if _same(value, expected, 1e-4) or abs(value - expected) <= 1e-4 * expected:
-            continue
-        where = f"`weight_change[{a}]` is {value:.4g}"
-        rerun = f"the check's re-run of seed {told} gives {expected:.4g}"
-        h, _ = runs["batch", a, told]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(told)
-            model = _scaled_reference(MLP(20, (128, 64), norm="batch"), a)
-            w0 = model.network[CHANGE_LAYER].weight
-        if abs(value - expected * w0.norm().item()) <= 1e-3 * expected * w0.norm().item():
-            raise _Wrong(
+
+    def rerun(a):
+        return kit.Rerun(
+            lambda seed: runs["batch", a, seed][1],
+            INIT_SEEDS,
+            equal=lambda x, y: abs(x - y) <= 1e-4 * abs(y),
+            near=lambda x, y: abs(x - y) <= CHANGE_TOL * y,
+        )
+
+    reruns = {a: rerun(a) for a in (1, 100)}
+    approximate = []
+    for a, r in reruns.items():
+        value = kit.number(weight_change[a], f"`weight_change[{a}]`")
+        where, said = f"`weight_change[{a}]` is {value:.4g}", r.said()
+        w0 = _seeded_mlp(r.told, a).network[CHANGE_LAYER].weight.norm().item()
+        mistakes = [
+            (
+                r() * w0,
                 f"{where}: that is the absolute change ||W - W_0||; divide by ||W_0||, the "
-                f"size of the weight before training (after scaling): {rerun}."
+                f"size of the weight before training (after scaling): {said}.",
             )
-        unscaled = runs["batch", 1, told][1] if a == 100 else None
-        if unscaled is not None and abs(value - unscaled) <= 1e-4 * unscaled:
-            raise _Wrong(
-                f"{where}, what the unscaled net gives ({unscaled:.4g}); at a = 100 {rerun}. "
-                f"Measure the net whose hidden layers you scaled by 100."
-            )
-        for seed in _other_seeds(told, INIT_SEEDS):
-            other = runs["batch", a, seed][1]
-            if abs(value - other) <= 1e-4 * other:
-                raise _Wrong(
-                    f"{where}: that is seed {seed}'s BN net, not seed {told}'s ({rerun}). Use "
-                    f"the first of seeds({INIT_SEEDS}), {told}."
+        ]
+        if a == 100:
+            mistakes.append(
+                (
+                    reruns[1](),
+                    f"{where}, what the unscaled net gives ({reruns[1]():.4g}); at a = 100 "
+                    f"{said}. Measure the net whose hidden layers you scaled by 100.",
                 )
-        if abs(value - expected) <= CHANGE_TOL * expected:
-            seed, distance = _nearest_other(value, told, runs, ("batch", a), lambda r: r[1])
-            if abs(value - expected) <= distance:  # the same run, rounded differently
-                approximate.append(f"weight_change[{a}]")
-                continue
-            raise _Wrong(
-                f"{where}, nearer seed {seed}'s run than seed {told}'s ({rerun}). Use the "
-                f"first of seeds({INIT_SEEDS}), {told}."
             )
-        raise _Wrong(
-            f"{where}, but {rerun}: (W - W_0).norm() / W_0.norm() for "
+        final = (
+            f"{where}, but {said}: (W - W_0).norm() / W_0.norm() for "
             f"`model.network[{CHANGE_LAYER}].weight` of the BN net, W_0 cloned after scaling "
             f"and before training, W after training."
         )
-    return truth, approximate
+        if not r.judge(value, where, final, mistakes):
+            approximate.append(f"weight_change[{a}]")
+    return {a: r() for a, r in reruns.items()}, approximate
 
 
-@_check("8")
+@NB.check("8", "initialisation scale")
 def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_change, verdict):
     """Exercise 8. ``scale_hidden_layers(model, a)`` multiplies the weight and bias of every
     Linear but the last by ``a`` (in place) and returns the model; ``grad_ratio``: ``{a:
@@ -401,48 +424,9 @@ def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_cha
     of each and compares); ``weight_change``: ``{a: ||W - W_0|| / ||W_0||}`` of the second
     hidden Linear of the BN net of the first seed, a = 1 and 100; ``verdict``:
     ``paired(BN, plain).verdict(0.02)`` at a = 100."""
-    _missing({"scale_hidden_layers": scale_hidden_layers}, "Write the function.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seeds(1)[0])
-        original = MLP(20, (16, 8), norm="batch")
-    model = copy.deepcopy(original)
-    returned = _call(scale_hidden_layers, model, 3.0, name="scale_hidden_layers")
-    if returned is not None and not isinstance(returned, nn.Module):
-        raise _Wrong(
-            f"`scale_hidden_layers` should return the model, got {type(returned).__name__}."
-        )
-    model = returned if returned is not None else model
-    if returned is None and all(
-        torch.equal(p, q) for p, q in zip(model.parameters(), original.parameters())
-    ):
-        raise _NotAttempted("`scale_hidden_layers` returns None and changes nothing yet.")
-    lins = [(i, m) for i, m in enumerate(model.network) if isinstance(m, nn.Linear)]
-    olins = [m for m in original.network if isinstance(m, nn.Linear)]
-    for k, ((i, lin), orig) in enumerate(zip(lins, olins)):
-        last = k == len(lins) - 1
-        factor = 1.0 if last else 3.0
-        if not torch.allclose(lin.weight, orig.weight * factor):
-            if last and torch.allclose(lin.weight, orig.weight * 3.0):
-                raise _Wrong(
-                    "You also scaled the output Linear. No BN follows it, so scaling it simply "
-                    "scales the logits; the exercise scales the hidden Linears only (all but "
-                    "the last)."
-                )
-            if torch.allclose(lin.weight, orig.weight):
-                raise _Wrong(
-                    f"network[{i}] (a hidden Linear) was not scaled: scale every Linear but "
-                    f"the last."
-                )
-            raise _Wrong(f"network[{i}].weight is not the original multiplied by a.")
-        if not last and not torch.allclose(lin.bias, orig.bias * 3.0):
-            raise _Wrong(
-                f"network[{i}].bias was not scaled: multiply the bias by a too, so a layer's "
-                f"output is exactly a times the original (before BN it cancels anyway)."
-            )
-    for bn, obn in zip(bn_layers(model), bn_layers(original)):
-        if not (torch.equal(bn.weight, obn.weight) and torch.equal(bn.bias, obn.bias)):
-            raise _Wrong("You changed the BN layers' weight/bias: scale only the Linear layers.")
-    _missing(
+    kit.function(scale_hidden_layers, "scale_hidden_layers")
+    _check_scaler(scale_hidden_layers)
+    kit.missing(
         {
             "grad_ratio": grad_ratio,
             "init_acc": init_acc,
@@ -451,64 +435,19 @@ def check_scale_invariance(scale_hidden_layers, grad_ratio, init_acc, weight_cha
         },
         "The function is right; now measure the gradients and train.",
     )
-    if not isinstance(grad_ratio, dict) or not {10, 100} <= set(grad_ratio):
-        raise _Wrong("`grad_ratio` should be a dict {a: ratio} with at least the keys 10 and 100.")
-    for a, value in grad_ratio.items():
-        a = _number(a, "`grad_ratio` keys")
-        value = _number(value, f"`grad_ratio[{a:g}]`")
-        truth = _grad_norm_ratio(a)
-        if _same(value, truth, 0.02):
-            continue
-        if _same(value, 1 / truth, 0.02):
-            raise _Wrong(
-                f"`grad_ratio[{a:g}]` is {value:.4g}, the inverse of the measured {truth:.4g}: "
-                f"divide the gradient norm at scale a by the one at scale 1."
-            )
-        if _same(value, 1.0, 0.02):
-            raise _Wrong(
-                f"`grad_ratio[{a:g}]` is about 1: that is the gradient of a layer after the "
-                f"scaled ones (e.g. the output layer). Measure network[0].weight.grad."
-            )
-        if _same(value, _grad_norm_ratio(a, training=False), 0.02) or _same(
-            value, _grad_norm_ratio(a, norm="none"), 0.02
-        ):
-            raise _Wrong(
-                f"`grad_ratio[{a:g}]` is what a net that does not normalize gives: either the "
-                f"model was in eval mode (a fresh BN layer's running statistics are 0 and 1, so "
-                f"in eval mode it normalizes nothing) or it has no BN (norm='none'). Measure the "
-                f"BN net in training mode."
-            )
-        raise _Wrong(f"`grad_ratio[{a:g}]` is {value:.4g}; measuring it gives {truth:.4g}.")
+    ratios = _check_grad_ratio(grad_ratio)
     keys = [(n, a) for n in ("none", "batch") for a in (1, 100)]
-    if not isinstance(init_acc, dict) or set(init_acc) != set(keys):
-        raise _Wrong(f"`init_acc` should be a dict with exactly the keys {keys}.")
-    accs = {}
-    for k in keys:
-        values = init_acc[k]
-        if not isinstance(values, (list, tuple)) or len(values) < 3:
-            raise _Wrong(
-                f"`init_acc[{k!r}]` should be a list of final accuracies, one per seed (3 or more)."
-            )
-        accs[k] = [_number(v, f"`init_acc[{k!r}]` entries") for v in values]
-        if not all(0 <= v <= 1 for v in accs[k]):
-            raise _Wrong(f"`init_acc[{k!r}]` should hold accuracies between 0 and 1.")
-    if len({len(v) for v in accs.values()}) != 1:
-        raise _Wrong("Every (norm, a) needs the same seeds: the lists have different lengths.")
-    told, runs = seeds(INIT_SEEDS)[0], _Runs()
-    approximate = _check_init_acc(accs, runs, told)
-    change, loose = _check_weight_change(weight_change, runs, told)
+    accs = kit.per_seed(init_acc, "init_acc", keys, "final validation accuracies")
+    if not all(0 <= v <= 1 for values in accs.values() for v in values):
+        raise Wrong("`init_acc` should hold accuracies between 0 and 1.")
+    runs = _Runs()
+    approximate = _check_init_acc(accs, runs)
+    change, loose = _check_weight_change(weight_change, runs)
     approximate += loose
-    agree = "agree, to float rounding, with"
-    if approximate:
-        agree = (
-            f"agree with (but {', '.join(approximate)} not to float rounding, so the check "
-            f"cannot prove they are seed {told}'s; they are nearest it of the seeds it tried)"
-        )
+    told = seeds(INIT_SEEDS)[0]
+    agree = kit.agreement(approximate, told)
     p = paired(accs["batch", 100], accs["none", 100], names=("BN", "plain"))
-    said = _check_verdict(verdict, p, "scale_verdict")
-    ratios = ", ".join(
-        f"a={_number(a, 'a'):g}: {_number(v, 'ratio'):.4g}" for a, v in grad_ratio.items()
-    )
+    said = kit.check_verdict(verdict, p, "scale_verdict")
     return (
         f"Gradient ratios {ratios} (scale invariance predicts 1/a). Your numbers {agree} "
         f"the check's re-run of seed {told}. Relative to its size, the BN net's second hidden "
