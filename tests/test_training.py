@@ -116,9 +116,10 @@ def test_bad_epochs_are_explained(small, epochs, error):
 
 
 def test_empty_loader_is_explained(small):
-    empty = TensorLoader(torch.zeros(0, 20), torch.zeros(0, 1))
+    with pytest.raises(ValueError, match="X holds no samples"):
+        TensorLoader(torch.zeros(0, 20), torch.zeros(0, 1))
     with pytest.raises(ValueError, match="train_loader yields no batches"):
-        train_model(SimpleMLP(20, 8, 8, 1), empty, empty, epochs=1, verbose=False)
+        train_model(SimpleMLP(20, 8, 8, 1), [], [], epochs=1, verbose=False)
 
 
 def test_input_size_mismatch_is_explained(small):
