@@ -12,7 +12,10 @@ Explorers: ``layer_explorer`` (notebook 03), ``compare_explorer`` and ``lrsweep_
 - inside a Jupyter kernel, train as an asyncio task that hands control back to the kernel
   after every epoch, so the curves grow as epochs finish and a newer control change cancels
   the running computation instead of queueing behind it (elsewhere, e.g. in tests without a
-  running event loop, they compute at once);
+  running event loop, or with ``Explorer.background = False`` as in the book's kernels, they
+  compute at once);
+- say so when the kernel behind them is gone (restarted or shut down), grey out their
+  controls and tell the learner to run the cell again, with CSS alone (core ipywidgets only);
 - keep the last ``cache_size`` computed settings, so going back to one is instant;
 - caption every figure with all the settings it belongs to;
 - raise ValueError when built with a setting their controls cannot show (no silent clamping).

@@ -244,3 +244,11 @@ def test_the_install_cell_in_a_fresh_venv(tmp_path, monkeypatch):
     run(again)
     assert again.cells[0].outputs == []
     assert all(o.output_type != "error" for o in again.cells[1].outputs)
+
+
+def test_make_lab_opens_the_repository_root_with_00_open():
+    """README and docs/ in JupyterLab's file browser, and the first notebook open."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nlab:", 1)[1].split("\n\n", 1)[0]
+    assert '--ServerApp.root_dir="$(CURDIR)"' in recipe
+    assert recipe.rstrip().endswith("notebooks/00_start_here.ipynb")
