@@ -230,10 +230,17 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
         ax.autoscale_view()
     # One legend for all panels (the groups are the same in each), above them: inside a panel
     # it would cover data somewhere (the first epochs' high losses, a late accuracy peak).
+    # The title is the legend's: a suptitle and a legend "outside upper center" would overlap.
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 3), frameon=False)
-    if title:
-        fig.suptitle(title)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside upper center",
+        ncol=min(len(labels), 3),
+        frameon=False,
+        title=title or None,
+        title_fontsize=STYLE["figure.titlesize"],
+    )
     return fig
 
 
@@ -514,11 +521,30 @@ def _covers(artist, box):
     return False
 
 
+def _labels(fig):
+    """The figure's titles, axis labels and tick labels (what a legend must not cover)."""
+    texts = [fig._suptitle, fig._supxlabel, fig._supylabel, *fig.texts]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        for axis, labels, coord in (
+            (ax.xaxis, ax.get_xticklabels(), 0),
+            (ax.yaxis, ax.get_yticklabels(), 1),
+        ):
+            low, high = sorted(axis.get_view_interval())
+            texts += [t for t in labels if low <= t.get_position()[coord] <= high]  # drawn ones
+    return [t for t in texts if t is not None and t.get_visible() and t.get_text().strip()]
+
+
 def legend_overlaps(fig):
-    """Where a legend covers data: one line per legend and panel, empty when none does.
+    """Where a legend covers data or text: one line per legend and panel or text, empty when
+    none does.
 
     Data are a panel's lines, markers, bands, bars and error bars; reference lines and bands
-    across the whole panel (``axhline``, ``axvspan``) are not. Lays the figure out first.
+    across the whole panel (``axhline``, ``axvspan``) are not. Text is the figure's titles and
+    axis and tick labels (constrained layout, for one, puts a legend placed "outside upper
+    center" over the figure's suptitle). Lays the figure out first.
     """
     if not hasattr(fig, "draw_without_rendering"):
         raise TypeError(f"legend_overlaps needs a matplotlib Figure, got {checks.describe(fig)}.")
@@ -540,6 +566,9 @@ def legend_overlaps(fig):
                 title = ax.get_title() or ax.get_ylabel() or f"panel {fig.axes.index(ax) + 1}"
                 what = ", ".join(labels) if labels else f"{len(hit)} unlabelled artists"
                 found.append(f"legend over data in {title!r}: {what}")
+        for text in _labels(fig):
+            if text.get_window_extent().overlaps(box):
+                found.append(f"legend over the text {text.get_text()[:50]!r}")
     return found
 
 

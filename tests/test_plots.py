@@ -241,3 +241,17 @@ def test_legends_stay_off_the_curves(draw):
     report = figure_report(draw())
     assert report["legend_overlaps"] == [] and report["width_px"] == 960
     assert report["min_text_px"] >= 12.5
+
+
+def test_a_legend_over_the_title_is_found_and_the_spread_title_is_clear_of_it():
+    from bnteach.plots import figure_report, legend_overlaps, new_figure
+
+    fig = new_figure(3)
+    axes = fig.subplots(1, 2)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="a line")
+    fig.suptitle("a title")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center")
+    assert "legend over the text 'a title'" in legend_overlaps(fig)
+    titled = plot_seed_spread({"a": [hist(1.0)], "b": [hist(0.5)]}, title="a title")
+    assert figure_report(titled)["legend_overlaps"] == []
