@@ -28,8 +28,10 @@ $(BIN)/.installed: requirements.txt pyproject.toml binder/overrides.json
 # Jupyter refuses to run as root without --allow-root (containers, cloud shells).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Rooted at the repository (README, docs and notebooks in the file browser), 00 open.
 lab: $(BIN)/.installed
-	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS) \
+		notebooks/00_start_here.ipynb
 
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -43,10 +45,12 @@ robustness: $(BIN)/.installed
 	$(BIN)/python tools/robustness.py --offsets $(ROBUSTNESS_OFFSETS)
 
 # The executed HTML edition in _build/html (open _build/html/index.html), then its checks.
-# Executed notebooks are cached in _build/executed; BOOK_JOBS notebooks run at once.
+# Built from the committed notebooks (git HEAD), never from a working tree being edited;
+# BOOK_ARGS=--worktree previews uncommitted changes. Executed notebooks are cached in
+# _build/executed; BOOK_JOBS notebooks run at once.
 BOOK_JOBS ?= 2
 book: $(BIN)/.installed
-	$(BIN)/python tools/build_book.py --jobs $(BOOK_JOBS)
+	$(BIN)/python tools/build_book.py --jobs $(BOOK_JOBS) $(BOOK_ARGS)
 	BNTEACH_BOOK_BUILD=_build $(BIN)/python -m pytest -p no:xdist -m book tests/test_book.py
 
 bench: $(BIN)/.installed

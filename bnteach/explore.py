@@ -361,7 +361,7 @@ def compare_figure(result, fig=None):
     if new:
         # A fixed layout: constrained layout would cost a third of the PNG rendering time.
         fig.set_layout_engine(None)
-        fig.subplots_adjust(left=0.065, right=0.99, bottom=0.13, top=0.97, wspace=0.25)
+        fig.subplots_adjust(left=0.065, right=0.99, bottom=0.13, top=0.9, wspace=0.25)
     return fig
 
 

@@ -11,6 +11,11 @@ import functools
 import math
 
 import matplotlib
+import matplotlib.collections
+import matplotlib.lines
+import matplotlib.patches
+import matplotlib.text
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
@@ -123,7 +128,8 @@ def plot_losses(histories, title="Training and validation loss", log_y=False):
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    # Beside the panel, never over the curves (inside, it covered the first epochs' losses).
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper")
     return fig
 
 
@@ -197,8 +203,8 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
         for ax in axes:  # keep the panels and their ticks, drop the curves and the legend
             for artist in [*ax.lines, *ax.collections]:
                 artist.remove()
-            if ax.get_legend() is not None:
-                ax.get_legend().remove()
+        for legend in list(fig.legends):
+            legend.remove()
     for ax, metric in zip(axes, metrics):
         for i, (name, runs) in enumerate(groups.items()):
             c = color(i)
@@ -222,11 +228,19 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
         # thin lines), for a redrawn figure as for a new one.
         ax.relim()
         ax.autoscale_view()
-    # One legend (the groups are the same in every panel), at a fixed place: "best" costs
-    # about a sixth of the drawing time.
-    axes[0].legend(loc="lower right" if metrics[0] == "val_acc" else "upper right")
-    if title:
-        fig.suptitle(title)
+    # One legend for all panels (the groups are the same in each), above them: inside a panel
+    # it would cover data somewhere (the first epochs' high losses, a late accuracy peak).
+    # The title is the legend's: a suptitle and a legend "outside upper center" would overlap.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside upper center",
+        ncol=min(len(labels), 3),
+        frameon=False,
+        title=title or None,
+        title_fontsize=STYLE["figure.titlesize"],
+    )
     return fig
 
 
@@ -351,7 +365,8 @@ def plot_layer_state(state):
     ax_hist.set(xlabel="batches seen in train mode (num_batches_tracked)")
     ax_hist.set_title("running_mean after each batch (dashed: population mean)")
     ax_hist.grid(alpha=0.3)
-    ax_hist.legend(ncol=2)
+    # Below the panel, as the output panel's: inside it covered the curves.
+    ax_hist.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
     idx = list(range(features))
     for sample, dx, marker, col in ((0, -0.12, "o", "tab:purple"), (1, 0.12, "s", "tab:gray")):
@@ -471,3 +486,105 @@ def plot_paired(comparisons, margin=None, xlabel="difference (A - B)", title=Non
     ax.grid(alpha=0.3, axis="x")
     ax.legend(loc="best", fontsize=9)
     return fig
+
+
+# ======================================================================= checking a figure
+
+
+def _spans_the_panel(artist, ax):
+    """A reference line or band across the whole panel (``axhline``, ``axvspan``, ...)."""
+    data = getattr(artist, "get_data_transform", artist.get_transform)()
+    across = (ax.get_xaxis_transform(), ax.get_yaxis_transform())
+    return any(t is a for a in across for t in (artist.get_transform(), data))
+
+
+def _covers(artist, box):
+    """Whether ``artist`` (a line, markers, a band, bars) has data inside ``box`` (pixels)."""
+    if isinstance(artist, matplotlib.lines.Line2D):
+        path = artist.get_transform().transform_path(artist.get_path())
+        if artist.get_linestyle() not in ("None", "none", "", " "):
+            if path.intersects_bbox(box, filled=False):
+                return True
+        return artist.get_marker() not in (None, "None", "none", "", " ") and bool(
+            box.count_contains(path.vertices[np.isfinite(path.vertices).all(axis=1)])
+        )
+    if isinstance(artist, matplotlib.collections.Collection):
+        offsets = artist.get_offsets()
+        if len(artist.get_paths()) and len(offsets) > 1:  # markers: scatter points
+            points = artist.get_offset_transform().transform(offsets)
+            return bool(box.count_contains(points[np.isfinite(points).all(axis=1)]))
+        filled = len(artist.get_facecolor()) > 0 and artist.get_facecolor()[0][3] > 0
+        paths = [artist.get_transform().transform_path(p) for p in artist.get_paths()]
+        return any(p.intersects_bbox(box, filled) for p in paths)
+    if isinstance(artist, matplotlib.patches.Patch):
+        return artist.get_window_extent().overlaps(box)
+    return False
+
+
+def _labels(fig):
+    """The figure's titles, axis labels and tick labels (what a legend must not cover)."""
+    texts = [fig._suptitle, fig._supxlabel, fig._supylabel, *fig.texts]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        for axis, labels, coord in (
+            (ax.xaxis, ax.get_xticklabels(), 0),
+            (ax.yaxis, ax.get_yticklabels(), 1),
+        ):
+            low, high = sorted(axis.get_view_interval())
+            texts += [t for t in labels if low <= t.get_position()[coord] <= high]  # drawn ones
+    return [t for t in texts if t is not None and t.get_visible() and t.get_text().strip()]
+
+
+def legend_overlaps(fig):
+    """Where a legend covers data or text: one line per legend and panel or text, empty when
+    none does.
+
+    Data are a panel's lines, markers, bands, bars and error bars; reference lines and bands
+    across the whole panel (``axhline``, ``axvspan``) are not. Text is the figure's titles and
+    axis and tick labels (constrained layout, for one, puts a legend placed "outside upper
+    center" over the figure's suptitle). Lays the figure out first.
+    """
+    if not hasattr(fig, "draw_without_rendering"):
+        raise TypeError(f"legend_overlaps needs a matplotlib Figure, got {checks.describe(fig)}.")
+    fig.draw_without_rendering()
+    legends = [(ax.get_legend(), [ax]) for ax in fig.axes] + [(lg, fig.axes) for lg in fig.legends]
+    found = []
+    for legend, axes in legends:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent()
+        for ax in axes:
+            if not ax.get_visible() or not ax.bbox.overlaps(box):
+                continue
+            drawn = [*ax.lines, *ax.collections, *ax.patches]
+            hit = [a for a in drawn if a.get_visible() and not _spans_the_panel(a, ax)]
+            hit = [a for a in hit if _covers(a, box)]
+            if hit:
+                labels = sorted({a.get_label() for a in hit if not a.get_label().startswith("_")})
+                title = ax.get_title() or ax.get_ylabel() or f"panel {fig.axes.index(ax) + 1}"
+                what = ", ".join(labels) if labels else f"{len(hit)} unlabelled artists"
+                found.append(f"legend over data in {title!r}: {what}")
+        for text in _labels(fig):
+            if text.get_window_extent().overlaps(box):
+                found.append(f"legend over the text {text.get_text()[:50]!r}")
+    return found
+
+
+def figure_report(fig):
+    """What a reader gets from ``fig`` at its drawn size: ``{"width_px": figure width in
+    pixels at its dpi, "min_text_px": its smallest visible text in pixels, "legend_overlaps":
+    legend_overlaps(fig)}``. Notebook figures should be at most ``FIG_WIDTH * FIG_DPI`` wide
+    (the cell width) with text of at least 9 pt at 100 dpi (12.5 px)."""
+    overlaps = legend_overlaps(fig)  # lays the figure out
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(matplotlib.text.Text)
+        if t.get_visible() and t.get_text().strip() and t.get_figure(root=True) is fig
+    ]
+    return {
+        "width_px": round(fig.get_figwidth() * fig.dpi),
+        "min_text_px": round(min(sizes) * fig.dpi / 72, 2) if sizes else None,
+        "legend_overlaps": overlaps,
+    }

@@ -12,7 +12,10 @@ Explorers: ``layer_explorer`` (notebook 03), ``compare_explorer`` and ``lrsweep_
 - inside a Jupyter kernel, train as an asyncio task that hands control back to the kernel
   after every epoch, so the curves grow as epochs finish and a newer control change cancels
   the running computation instead of queueing behind it (elsewhere, e.g. in tests without a
-  running event loop, they compute at once);
+  running event loop, or with ``Explorer.background = False`` as in the book's kernels, they
+  compute at once);
+- say so when the kernel behind them is gone (restarted or shut down), grey out their
+  controls and tell the learner to run the cell again, with CSS alone (core ipywidgets only);
 - keep the last ``cache_size`` computed settings, so going back to one is instant;
 - caption every figure with all the settings it belongs to;
 - raise ValueError when built with a setting their controls cannot show (no silent clamping).
@@ -102,19 +105,46 @@ class Debouncer:
         self.action()
 
 
-# Shown above every explorer. While the explorer is live, a style inside it hides this note;
-# after the notebook is reopened (the widget's kernel state is gone, JupyterLab then shows
-# "Error displaying widget: model not found") the note stays visible and says what to do.
+# Shown above every explorer, as an output of its own. While the explorer is on screen, a style
+# in the explorer hides it; after the notebook is reopened (the widget's kernel state is gone,
+# JupyterLab then shows "Error displaying widget: model not found") it stays visible and says
+# what to do. Marked ``bnteach-live-only``: the book (tools/build_book.py) leaves it out.
 RERUN_NOTE = (
-    '<div class="bnteach-rerun" style="color:#8a5300">This explorer needs its live kernel. '
-    "If you read <i>Error displaying widget</i> below, the notebook was reopened (or the kernel "
-    "restarted) and the explorer's state is gone: <b>run this cell again</b> (Shift+Enter), "
-    "after the cells above it.</div>"
+    '<div class="bnteach-rerun bnteach-live-only" style="color:#8a5300">This explorer needs its '
+    "live kernel. If you read <i>Error displaying widget</i> below, the notebook was reopened "
+    "(or the kernel restarted) and the explorer's state is gone: <b>run this cell again</b> "
+    "(Shift+Enter), after the cells above it.</div>"
+)
+# Inside every explorer, hidden until its kernel is gone; then it says so, and the controls
+# are greyed out and ignore the mouse instead of moving without effect.
+GONE_NOTE = (
+    '<div style="color:#8a5300;border:1px solid #8a5300;padding:4px 8px">'
+    "<b>The kernel behind this explorer has stopped</b> (restarted or shut down): its controls "
+    "do nothing now, and the figure below is the last one it drew. To use it again, "
+    "<b>run this cell again</b> (Shift+Enter), after the cells above it "
+    "(<i>Run &gt; Run All Cells</i> does both).</div>"
+)
+# How the explorer learns that its kernel is gone, with nothing but CSS (no JavaScript of its
+# own: only core ipywidgets): after a restart ipywidgets marks every view of the old kernel
+# ``jupyter-widgets-disconnected``; after a shutdown (or a crash) JupyterLab's kernel indicator
+# in the notebook's toolbar reads "unknown" (or "dead"). The style lives in a hidden HTML
+# widget inside the explorer, so it is on the page exactly while an explorer is.
+_GONE = (
+    ".bnteach-explorer.jupyter-widgets-disconnected",
+    ".jp-NotebookPanel:has(.jp-Notebook-ExecutionIndicator:is([data-status=unknown],"
+    "[data-status=dead])) .bnteach-explorer",
 )
 LIVE_STYLE = (
-    "<style>.jp-OutputArea:has(.bnteach-live) .bnteach-rerun, "
-    ".output_area:has(.bnteach-live) .bnteach-rerun {display: none}</style>"
-    '<span class="bnteach-live"></span>'
+    "<style>"
+    ".jp-OutputArea:has(.bnteach-explorer) .bnteach-rerun, "
+    ".output_area:has(.bnteach-explorer) .bnteach-rerun {display: none}"
+    + ", ".join(f"{g} .bnteach-gone" for g in _GONE)
+    + " {display: block !important}"
+    + ", ".join(f"{g} .bnteach-controls" for g in _GONE)
+    + " {opacity: 0.35; filter: grayscale(1); pointer-events: none}"
+    ".bnteach-explorer.jupyter-widgets-disconnected::before, "
+    ".bnteach-explorer .jupyter-widgets-disconnected::before {display: none}"
+    "</style>"
 )
 
 
@@ -138,6 +168,10 @@ class Explorer(widgets.VBox):
     """
 
     cache_size = 16
+    # Inside a kernel, compute in the background (progress at once, curves as epochs finish).
+    # False: compute before returning, so the cell's output holds the finished view (the book's
+    # executed notebooks: tools/build_book.py sets it in their kernels).
+    background = True
 
     def __init__(self, rows, outputs, debounce=0.3):
         self.message = widgets.HTML()
@@ -151,15 +185,22 @@ class Explorer(widgets.VBox):
         self.task = None  # the asyncio task computing, inside a kernel
         self._cache = collections.OrderedDict()
         self._key = None
+        hidden = widgets.Layout(display="none")
+        self.gone_note = widgets.HTML(GONE_NOTE, layout=hidden)
+        self.gone_note.add_class("bnteach-gone")
+        self.controls = widgets.VBox(list(rows))
+        self.controls.add_class("bnteach-controls")
         super().__init__(
             children=[
-                *rows,
+                self.gone_note,
+                self.controls,
                 widgets.HBox([self.progress_bar, self.status]),
                 self.message,
                 self.outputs,
-                widgets.HTML(LIVE_STYLE),
+                widgets.HTML(LIVE_STYLE, layout=widgets.Layout(display="none")),
             ]
         )
+        self.add_class("bnteach-explorer")
         self._debouncer = Debouncer(self.refresh, delay=debounce)
         for row in rows:
             for w in row.children:
@@ -217,7 +258,7 @@ class Explorer(widgets.VBox):
             self._error(err)
             return
         try:
-            loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop() if self.background else None
         except RuntimeError:
             loop = None
         if loop is None:

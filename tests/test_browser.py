@@ -225,6 +225,30 @@ IMAGE_SIZES = """() => [...document.querySelectorAll(
   .map(e => [e.naturalWidth, e.getBoundingClientRect().width])"""
 
 
+# Whether an explorer shows that its kernel is gone: its note visible, its controls greyed out
+# and deaf to the mouse, and no broken-link icons (which also cut the controls' labels).
+GONE_STATE = """(explorer) => {
+  const note = explorer.querySelector('.bnteach-gone');
+  const controls = explorer.querySelector('.bnteach-controls');
+  const style = getComputedStyle(controls);
+  const icons = [explorer, ...explorer.querySelectorAll('.jupyter-widgets-disconnected')]
+    .filter(e => getComputedStyle(e, '::before').display !== 'none'
+                 && getComputedStyle(e, '::before').content !== 'none');
+  return {
+    note: note.offsetParent !== null && note.innerText.includes('run this cell again'),
+    dimmed: parseFloat(style.opacity) < 0.5,
+    clickable: style.pointerEvents !== 'none',
+    icons: icons.length,
+  };
+}"""
+
+
+def wait_until_gone(page, explorer):
+    """Wait for the explorer to show that its kernel is gone; return what it shows."""
+    page.wait_for_function(f"(e) => ({GONE_STATE})(e).note", arg=explorer, timeout=60_000)
+    return page.evaluate(GONE_STATE, explorer)
+
+
 def record(name, values):
     """Write measured values to test-artifacts/NAME.json (never asserted as times)."""
     ARTIFACTS.mkdir(exist_ok=True)
@@ -283,12 +307,19 @@ def test_comparison_explorer_answers_at_once_and_survives_a_reopen(lab, browser)
     screenshot(page, "04_lrsweep_explorer.png")
     note = nb.locator(".bnteach-rerun").first
     assert not note.is_visible()  # hidden while the explorer is live
+    explorer = nb.locator(".bnteach-explorer").first
+    assert not explorer.locator(".bnteach-gone").is_visible()  # the kernel is there
 
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     page.wait_for_function(
         "() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000
     )
+    # Shut the kernel down with the tab open: the explorers must say so, not look alive.
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    explorer.scroll_into_view_if_needed()
+    shown = wait_until_gone(page, explorer.element_handle())
+    screenshot(page, "04_comparison_after_shutdown.png")
+    assert shown == {"note": True, "dimmed": True, "clickable": False, "icons": 0}, shown
     page.reload()
     page.wait_for_function(
         "(name) => window.jupyterapp?.shell.currentWidget?.context?.path.endsWith(name)",
@@ -324,4 +355,15 @@ def test_layer_explorer_latency_and_labels(lab, browser):
     )
     record("layer_explorer_latency", {"shift moved, new figure after s": time.monotonic() - start})
     screenshot(page, "03_layer_explorer.png")
+
+    # Restart the kernel with the tab open: the explorer must say that its kernel is gone and
+    # what to do, with its controls greyed out instead of moving without effect.
+    explorer = nb.locator(".bnteach-explorer").first
+    assert not explorer.locator(".bnteach-gone").is_visible()
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.restartKernel()")
+    explorer.scroll_into_view_if_needed()
+    shown = wait_until_gone(page, explorer.element_handle())
+    explorer.locator(".bnteach-gone").scroll_into_view_if_needed()
+    screenshot(page, "03_layer_explorer_after_restart.png")
+    assert shown == {"note": True, "dimmed": True, "clickable": False, "icons": 0}, shown
     page.close()

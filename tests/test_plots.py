@@ -48,7 +48,8 @@ def test_seed_spread_has_mean_and_band_per_group():
     groups = {"plain": [hist(1.0), hist(1.2), hist(0.8, diverge=True)], "BN": [hist(0.5)] * 2}
     fig = plot_seed_spread(groups, metrics=("val_loss", "val_acc"))
     assert len(fig.axes) == 2
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    (legend,) = fig.legends  # one legend for both panels, outside them
+    legend = [t.get_text() for t in legend.get_texts()]
     assert legend == ["plain (mean of 3 seeds, 1 diverged)", "BN (mean of 2 seeds)"]
     mean_line = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("plain")][0]
     assert mean_line.get_ydata()[0] == pytest.approx((1.1 + 1.3 + 0.9) / 3)
@@ -99,7 +100,7 @@ def test_full_width_figures_are_960_px_with_text_of_at_least_13_px(draw):
 def test_seed_spread_draws_every_group_beyond_six_and_integer_epochs():
     groups = {f"g{i}": [hist(1.0 + i / 10)] for i in range(9)}
     fig = plot_seed_spread(groups, metrics=("val_loss",))
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(legend) == 9
     colors = {ln.get_color() for ln in fig.axes[0].get_lines() if ln.get_label().startswith("g")}
     assert len(colors) == 9
@@ -189,3 +190,68 @@ def test_learning_rates_read_as_typed_without_minor_ticks():
     shown = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert {"0.001", "0.01", "0.1", "1"} <= set(shown) and not any("$" in s for s in shown)
     assert ax.xaxis.get_minorticklocs().size == 0
+
+
+# -- no legend over data -------------------------------------------------------------------
+
+
+def test_a_legend_over_a_curve_is_found_and_one_beside_it_is_not():
+    from bnteach.plots import legend_overlaps, new_figure
+
+    fig = new_figure(3)
+    ax = fig.add_subplot()
+    ax.plot([0, 1, 2], [0, 1, 2], label="rising")  # passes through the upper right corner
+    ax.axhline(1.0, color="gray")  # a reference line across the panel is not data
+    ax.legend(loc="upper right")
+    assert legend_overlaps(fig) == ["legend over data in 'panel 1': rising"]
+    ax.get_legend().remove()
+    ax.legend(loc="upper left")
+    assert legend_overlaps(fig) == []
+    fig.legend(loc="outside upper center")
+    assert legend_overlaps(fig) == []
+
+
+def test_markers_bands_and_error_bars_count_as_data():
+    from bnteach.plots import legend_overlaps, new_figure
+
+    fig = new_figure(3)
+    axes = fig.subplots(1, 3)
+    axes[0].plot([0.1, 0.85], [0.1, 0.92], "o", label="points")  # markers only, no line
+    axes[1].fill_between([0, 1], [0.8, 0.8], [1, 1], label="band")
+    axes[2].errorbar([0.85], [0.5], yerr=[[0.5], [0.5]], fmt="none", label="bar")
+    for ax in axes:
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper right")
+    assert len(legend_overlaps(fig)) == 3
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: plot_losses({"Without BN": hist(1.0), "With BN": hist(0.5)}),
+        lambda: plot_seed_spread(
+            {"plain": [hist(1.0), hist(2.0)], "BN": [hist(0.5)]},
+            metrics=("train_loss", "val_loss", "val_acc"),
+        ),
+    ],
+)
+def test_legends_stay_off_the_curves(draw):
+    from bnteach.plots import figure_report
+
+    report = figure_report(draw())
+    assert report["legend_overlaps"] == [] and report["width_px"] == 960
+    assert report["min_text_px"] >= 12.5
+
+
+def test_a_legend_over_the_title_is_found_and_the_spread_title_is_clear_of_it():
+    from bnteach.plots import figure_report, legend_overlaps, new_figure
+
+    fig = new_figure(3)
+    axes = fig.subplots(1, 2)
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="a line")
+    fig.suptitle("a title")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center")
+    assert "legend over the text 'a title'" in legend_overlaps(fig)
+    titled = plot_seed_spread({"a": [hist(1.0)], "b": [hist(0.5)]}, title="a title")
+    assert figure_report(titled)["legend_overlaps"] == []

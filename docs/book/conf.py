@@ -24,6 +24,7 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_extra_path = [os.environ["BNTEACH_BOOK_EXTRA"]] if "BNTEACH_BOOK_EXTRA" in os.environ else []
 html_static_path = [str(HERE / "_static")]
 html_css_files = ["bnteach-book.css"]
+html_js_files = ["bnteach-book.js"]  # the "On this page" button (see the file)
 html_title = "bnteach"
 html_last_updated_fmt = None
 html_show_sourcelink = False
