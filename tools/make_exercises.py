@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 SOLUTION_TAG = "solution"
+COLAB_CELL_ID = "colab-install"  # tools/colab.py's install cell
 BEGIN, END, PLACEHOLDER = "# BEGIN SOLUTION", "# END SOLUTION", "# PLACEHOLDER:"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 LEFTOVERS = ("BEGIN SOLUTION", "END SOLUTION", "PLACEHOLDER:")
@@ -159,9 +160,12 @@ def make_student(solutions, lesson=None):
     the first generated cell's id are kept, with its metadata (a lesson with its exercises at
     its end); where there are none (or no lesson yet), the whole notebook is generated."""
     cells = student_cells(solutions)
-    keep = _cells_before(lesson, cells[0].get("id")) if lesson is not None else []
+    # A solutions notebook of a lesson's exercise section starts with Colab's install cell
+    # like every notebook; the lesson has its own, so the section leaves it out.
+    section = [cell for cell in cells if cell.get("id") != COLAB_CELL_ID]
+    keep = _cells_before(lesson, section[0].get("id")) if lesson is not None else []
     nb = copy.deepcopy(lesson if keep else solutions)
-    nb["cells"] = copy.deepcopy(keep) + cells
+    nb["cells"] = copy.deepcopy(keep) + section if keep else cells
     return nb
 
 
