@@ -41,7 +41,7 @@ def test_batches_have_the_documented_shape_and_population():
 @pytest.mark.parametrize("training", [True, False])
 def test_running_stats_follow_the_formula(momentum, training):
     steps, n = 5, 8
-    s = layer_state(batch_size=n, momentum=momentum, shift=2.0, training=training, steps=steps)
+    s = layer_state(n, momentum, shift=2.0, training=training, steps=steps, seed=0)
     batches = list(layer_batches(n, steps, seed=0))
     seen = batches[:-1] + ([s["x"]] if training else [])  # train mode counts the display batch
     mean, var = torch.zeros(LAYER_FEATURES, dtype=torch.float64), torch.ones(LAYER_FEATURES)

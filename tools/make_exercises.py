@@ -153,6 +153,12 @@ def student_cells(solutions):
     return cells
 
 
+def section_cells(solutions):
+    """The student cells that make a lesson's exercise section: all but Colab's install cell,
+    which a solutions notebook starts with like every notebook (the lesson has its own)."""
+    return [cell for cell in student_cells(solutions) if cell.get("id") != COLAB_CELL_ID]
+
+
 def make_student(solutions, lesson=None):
     """The student notebook (a dict) for the solutions notebook ``solutions`` (a dict).
 
@@ -160,9 +166,7 @@ def make_student(solutions, lesson=None):
     the first generated cell's id are kept, with its metadata (a lesson with its exercises at
     its end); where there are none (or no lesson yet), the whole notebook is generated."""
     cells = student_cells(solutions)
-    # A solutions notebook of a lesson's exercise section starts with Colab's install cell
-    # like every notebook; the lesson has its own, so the section leaves it out.
-    section = [cell for cell in cells if cell.get("id") != COLAB_CELL_ID]
+    section = section_cells(solutions)
     keep = _cells_before(lesson, section[0].get("id")) if lesson is not None else []
     nb = copy.deepcopy(lesson if keep else solutions)
     nb["cells"] = copy.deepcopy(keep) + section if keep else cells
