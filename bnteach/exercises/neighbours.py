@@ -281,9 +281,10 @@ def check_weight_decay_on_norms(result, verdict):
     decayed, spared = (sum(_gamma_norms(result, m)) / len(result.seeds) for m in (DECAY, SPARE))
     return (
         f"Right: {p.statement(MARGIN)}. Meanwhile the gammas' norm (mean per BN layer) is "
-        f"{decayed:.2f} with decay and {spared:.2f} without: gamma is not scale-invariant "
-        f"(it sets the size of what BN passes on), so decaying it is a real constraint on the "
-        f"function, not just a change of step size; whether it helps is an empirical question."
+        f"{decayed:.2f} with decay and {spared:.2f} without. Unlike a weight in front of BN, the "
+        f"gamma of the BN that feeds the output layer sets the scale of the logits: decaying it "
+        f"constrains the function itself, not just the step size, and whether that helps is an "
+        f"empirical question, as your runs show."
     )
 
 
