@@ -7,7 +7,7 @@
 - 12.3 ``make_net(p)``: a BN net with dropout of probability ``p`` placed where it does not
   shift the variance that BN sees.
 
-Each check returns a :class:`~bnteach.exercises.feedback.Feedback` as notebook 07's checks do:
+Each check returns a :class:`~bnteach.exercises.kit.Feedback` as notebook 07's checks do:
 "correct" restating what was measured, "wrong" naming the mistake found, or "not attempted".
 A learner's exception or ``None`` is feedback, never an internal error. These exercises have
 their own :func:`progress` table.
@@ -19,15 +19,8 @@ import torch
 from torch import nn
 
 from bnteach.batchnorm import bn_layers
-from bnteach.exercises.feedback import (
-    Progress,
-    _call,
-    _check,
-    _choice,
-    _missing,
-    _NotAttempted,
-    _Wrong,
-)
+from bnteach.exercises import kit
+from bnteach.exercises.kit import NotAttempted, Wrong
 from bnteach.models import ResidualBlock, ResidualMLP
 from bnteach.neighbours import variance_shift
 from bnteach.stats import paired
@@ -43,29 +36,9 @@ __all__ = [
     "reset",
 ]
 
-EXERCISES = {
-    "12.1": "Exercise 12.1 · zero-init the right gamma",
-    "12.2": "Exercise 12.2 · weight decay on gamma and beta?",
-    "12.3": "Exercise 12.3 · place the dropout",
-}
+NB = kit.notebook("12")
 MARGIN = 0.01  # 12.2: a difference of at most one point of accuracy is "no practical difference"
 VERDICTS = ("better", "worse", "equivalent", "unresolved")
-_RESULTS = {}
-
-
-def _check_12(exercise):
-    """``feedback._check`` with this notebook's titles and results."""
-    return _check(exercise, titles=EXERCISES, results=_RESULTS)
-
-
-def progress():
-    """A :class:`Progress` table of the latest feedback of every exercise of notebook 12."""
-    return Progress(_RESULTS, EXERCISES)
-
-
-def reset():
-    """Forget the recorded feedback of notebook 12's exercises."""
-    _RESULTS.clear()
 
 
 # ============================================================================ 12.1 zero gamma
@@ -129,16 +102,16 @@ def _changed(before, model):
 def _zero_init_result(zero_init):
     model = _residual_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = _call(zero_init, model, name="zero_init")
+    out = kit.call(zero_init, model, name="zero_init")
     if isinstance(out, nn.Module) and out is not model:
         if not isinstance(out, ResidualMLP):
-            raise _Wrong(
+            raise Wrong(
                 f"`zero_init` returned a {type(out).__name__}: change the ResidualMLP it is "
                 f"given in place (returning it, or nothing)."
             )
         model = out
     elif out is not None and out is not model:
-        raise _Wrong(
+        raise Wrong(
             f"`zero_init` returned {type(out).__name__}: change the model in place and return "
             f"it (or nothing)."
         )
@@ -149,12 +122,12 @@ def _zero_gamma_feedback(model, before):
     changed = _changed(before, model)
     buffers = {k for k in changed if "running" in k or "num_batches" in k}
     if buffers:
-        raise _Wrong(
+        raise Wrong(
             "Your function changed BN's running statistics (did it run the model in training "
             "mode?): initialising touches only parameters."
         )
     if not changed:
-        raise _Wrong(
+        raise Wrong(
             "Your function changed nothing. (Zeroing beta, BN's `bias`, changes nothing: it "
             "starts at 0 already.) Set each block's last BN `weight` (gamma) to 0."
         )
@@ -163,25 +136,25 @@ def _zero_gamma_feedback(model, before):
     names = _names(model)
     for part, message in _ZERO_FAULTS:
         if names[part] & zeroed:
-            raise _Wrong(message)
+            raise Wrong(message)
     if zeroed != names["last gamma"]:
         missing = sorted(names["last gamma"] - zeroed)
         other = sorted(changed - names["last gamma"])
         detail = f"not zeroed: {missing}" if missing else f"also changed: {other}"
-        raise _Wrong(
+        raise Wrong(
             f"Each of the {BLOCKS} blocks' last BN gamma (`branch[-1].weight`) must be 0, and "
             f"nothing else changed ({detail})."
         )
     if changed != zeroed:
-        raise _Wrong(f"Your function also changed {sorted(changed - zeroed)}: leave those alone.")
+        raise Wrong(f"Your function also changed {sorted(changed - zeroed)}: leave those alone.")
 
 
-@_check_12("12.1")
+@NB.check("12.1", "zero-init the right gamma")
 def check_zero_gamma(zero_init):
     """Exercise 12.1. ``zero_init(model)``: given a ``ResidualMLP(norm="batch",
     init="default")``, set the gamma of the last BN of every block's branch to 0, in place
     (return the model or nothing)."""
-    _missing({"zero_init": zero_init}, "Write the function.")
+    kit.missing({"zero_init": zero_init}, "Write the function.")
     model, before = _zero_init_result(zero_init)
     _zero_gamma_feedback(model, before)
     x = torch.randn(32, 16, generator=torch.Generator().manual_seed(1))
@@ -211,35 +184,35 @@ DECAY, SPARE = "decay gamma, beta", "spare gamma, beta"
 
 def _check_pair(result):
     if not isinstance(result, SweepResult):
-        raise _Wrong(
+        raise Wrong(
             f"`result` should be the SweepResult returned by `sweep.run(...)`, got "
             f"{type(result).__name__}."
         )
     if set(result.models) != {DECAY, SPARE}:
-        raise _Wrong(
+        raise Wrong(
             f"`result` holds the models {sorted(result.models)}; train exactly two, named "
             f"{DECAY!r} and {SPARE!r}."
         )
     a, b = result.models[DECAY], result.models[SPARE]
     differ = sorted(k for k in a if a[k] != b[k])
     if differ != ["decay_norm"] or a["decay_norm"] is not True:
-        raise _Wrong(
+        raise Wrong(
             f"The two models must differ only in `decay_norm` (True for {DECAY!r}, False for "
             f"{SPARE!r}); yours differ in {differ or 'nothing'}."
         )
     if a["weight_decay"] <= 0 or a["norm"] == "none":
-        raise _Wrong(
+        raise Wrong(
             "Both models need BN (`norm: 'batch'`) and a weight decay above 0 (e.g. 1e-2): "
             "otherwise `decay_norm` changes nothing."
         )
     if len(result.seeds) < 5 or len(result.lrs) != 1:
-        raise _Wrong(
+        raise Wrong(
             f"Use one learning rate and at least 5 seeds (you have {len(result.lrs)} and "
             f"{len(result.seeds)}): one or two seeds cannot separate a one-point effect from "
             f"seed noise."
         )
     if any(d is not None for d in result.diverged_at):
-        raise _Wrong("Some of your runs diverged: use a smaller learning rate.")
+        raise Wrong("Some of your runs diverged: use a smaller learning rate.")
 
 
 def _why(verdict, truth):
@@ -260,21 +233,21 @@ def _gamma_norms(result, model):
             for net in nets]  # fmt: skip
 
 
-@_check_12("12.2")
+@NB.check("12.2", "weight decay on gamma and beta?")
 def check_weight_decay_on_norms(result, verdict):
     """Exercise 12.2. ``result``: ``sweep.run`` of two BN models named "decay gamma, beta"
     and "spare gamma, beta" that differ only in ``decay_norm`` (True / False), with weight
     decay, one learning rate, at least 5 seeds. ``verdict``: ``paired(decay, spare)
     .verdict(margin=MARGIN)`` on the final validation accuracy ("better", "worse",
     "equivalent" or "unresolved", from the decayed model's side)."""
-    _missing({"result": result, "verdict": verdict}, "Run the experiment and give your verdict.")
+    kit.missing({"result": result, "verdict": verdict}, "Run the experiment and give your verdict.")
     _check_pair(result)
-    _choice(verdict, list(VERDICTS), "verdict")
+    kit.choice(verdict, list(VERDICTS), "verdict")
     final = {m: [h.val_acc[-1] for h in result.histories(model=m)] for m in (DECAY, SPARE)}
     p = paired(final[DECAY], final[SPARE], names=(DECAY, SPARE))
     truth = p.verdict(MARGIN)
     if verdict != truth:
-        raise _Wrong(
+        raise Wrong(
             f"`verdict` is {verdict!r}, but your own runs give {truth!r} with the margin "
             f"{MARGIN:g} ({_why(verdict, truth)}). {p.statement(MARGIN)}."
         )
@@ -309,18 +282,18 @@ def _call_order(model, x):
 
 
 def _dropout_net(make_net, p):
-    model = _call(make_net, p, name="make_net")
+    model = kit.call(make_net, p, name="make_net")
     if model is None:
-        raise _NotAttempted("`make_net` returns None: return the model.")
+        raise NotAttempted("`make_net` returns None: return the model.")
     if not isinstance(model, nn.Module):
-        raise _Wrong(f"`make_net` should return an nn.Module, got {type(model).__name__}.")
+        raise Wrong(f"`make_net` should return an nn.Module, got {type(model).__name__}.")
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     if not bn_layers(model):
-        raise _Wrong("Your net has no BatchNorm layer: the exercise is about BN and dropout.")
+        raise Wrong("Your net has no BatchNorm layer: the exercise is about BN and dropout.")
     if not drops:
-        raise _Wrong("Your net has no nn.Dropout layer: add one with probability p.")
+        raise Wrong("Your net has no nn.Dropout layer: add one with probability p.")
     if any(d.p != p for d in drops):
-        raise _Wrong(
+        raise Wrong(
             f"Give every nn.Dropout the probability p ({p}); yours: {[d.p for d in drops]}."
         )
     return copy.deepcopy(model)
@@ -337,31 +310,31 @@ def _warm_up(model, x, passes=8):
     return model.eval()
 
 
-@_check_12("12.3")
+@NB.check("12.3", "place the dropout")
 def check_dropout_placement(make_net):
     """Exercise 12.3. ``make_net(p)``: a new model from 64 features to 10 logits with at least
     one BatchNorm1d and dropout of probability ``p``, placed so that no dropout feeds a BN
     layer (dropout only after the last BN)."""
-    _missing({"make_net": make_net}, "Write the function.")
+    kit.missing({"make_net": make_net}, "Write the function.")
     model = _dropout_net(make_net, 0.5)
     x = torch.randn(1024, FEATURES, generator=torch.Generator().manual_seed(3)) * 1.5 + 0.3
     try:
         order, out = _call_order(model, x[:16])
     except Exception as err:
-        raise _Wrong(
+        raise Wrong(
             f"Running your net on a batch of 16 rows of {FEATURES} features raised "
             f"{type(err).__name__}: {err}"
         ) from None
     if not isinstance(out, torch.Tensor) or out.shape != (16, CLASSES):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise _Wrong(f"Your net should map (16, {FEATURES}) to (16, {CLASSES}), got {shape}.")
+        raise Wrong(f"Your net should map (16, {FEATURES}) to (16, {CLASSES}), got {shape}.")
     norms = {id(m) for m in bn_layers(model)}
     last_bn = max(i for i, m in enumerate(order) if id(m) in norms)
     early = [i for i, m in enumerate(order) if isinstance(m, nn.Dropout) and i < last_bn]
     ratios = variance_shift(_warm_up(model, x), x)
     shown = ", ".join(f"{r:.2f}" for r in ratios)
     if early:
-        raise _Wrong(
+        raise Wrong(
             f"A dropout runs before a BN layer (call {early[0] + 1} of {len(order)} in the "
             f"forward pass): in training it zeroes units and scales the rest by 1/(1 - p), so "
             f"the BN after it learns running statistics that do not match eval mode, where "
@@ -373,3 +346,7 @@ def check_dropout_placement(make_net):
         f"eval-time variance / running variance = {shown} per BN layer (close to 1: no "
         f"variance shift), as Li et al. (2019) recommend."
     )
+
+
+EXERCISES = NB.titles
+progress, reset = NB.progress, NB.reset
