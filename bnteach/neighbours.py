@@ -25,7 +25,6 @@ from torch import nn
 
 from bnteach import checks, sweep
 from bnteach.batchnorm import bn_layers
-from bnteach.models import build
 
 __all__ = [
     "scale_invariant_linears",
@@ -171,38 +170,9 @@ class Trajectory:
         return self.lr / self.norms[model] ** 2
 
 
-def _n_outputs(data):
-    y_train = data[2]
-    if y_train.dim() == 1 and not y_train.is_floating_point():
-        return int(max(int(data[2].max()), int(data[3].max()))) + 1
-    return 1
-
-
-def _starts(specs, seeds, data):
-    """Each (model, seed)'s starting module, drawn from ``torch.manual_seed(seed)`` as the
-    engine draws it."""
-    starts = {}
-    for name, spec in specs.items():
-        kwargs = {k: v for k, v in spec.items() if k not in sweep.TRAINING_DEFAULTS}
-        starts[name] = {}
-        for seed in seeds:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                starts[name][seed] = build(data[0].shape[1], _n_outputs(data), **kwargs).to(
-                    data[0].dtype
-                )
-    return starts
-
-
 def _check_trajectory_models(models):
     specs = sweep.normalize_models(models)  # the engine's teaching errors for bad specs
     for name, spec in specs.items():
-        if spec["optimizer"] != "sgd":
-            raise ValueError(
-                f"models[{name!r}] trains with {spec['optimizer']!r}: norm_trajectory trains in "
-                f"chunks, and each chunk would restart Adam's moment estimates. Give it "
-                f"'optimizer': 'sgd' (plain SGD has no state to lose)."
-            )
         if spec["norm"] not in ("batch", "ghost", "renorm"):
             raise ValueError(
                 f"models[{name!r}] has norm={spec['norm']!r}: the norms recorded are those of "
@@ -225,44 +195,35 @@ def _norm_row(module, layers):
 
 
 def norm_trajectory(seeds, lr, models, data, chunks, epochs, batch_size=64, device=None):
-    """Train ``models`` (name -> spec, each with ``'optimizer': 'sgd'`` and BN) with
-    ``sweep.run`` for ``chunks`` runs of ``epochs`` epochs, each run starting from the last
-    one's trained nets, and record :func:`weight_norms` at the start and after every chunk.
-
-    Plain SGD keeps no state, so chunks train as one run would, except that every chunk
-    replays the shuffle orders of epochs 1..``epochs`` of each seed. A replica that diverges
-    gets NaN norms and accuracies from then on. Returns a :class:`Trajectory`.
+    """Train ``models`` (name -> spec, each with BN) with ONE ``sweep.run`` of ``chunks *
+    epochs`` epochs, and record :func:`weight_norms` at the start and after every ``epochs``
+    epochs (read inside the run's ``on_epoch`` callback, where a partial result's
+    ``to_modules()`` are the nets as they are then). A replica that diverged reads NaN from
+    then on. Returns a :class:`Trajectory`.
     """
     specs = _check_trajectory_models(models)
     seeds = _check_seeds(seeds)
     chunks = checks.whole_number(chunks, "chunks", minimum=1, example=8)
     epochs = checks.whole_number(epochs, "epochs", minimum=1, example=5)
     lr = checks.positive_number(lr, "lr", example=0.1)
-    sweep.check_data(data)
-    current = _starts(specs, seeds, data)
-    layers = {name: [n for n, _ in scale_invariant_linears(current[name][seeds[0]])]
+    starts = sweep.start_modules(seeds, models, data)
+    layers = {name: [n for n, _ in scale_invariant_linears(starts[name][seeds[0]])]
               for name in specs}  # fmt: skip
-    norms = {name: [[_norm_row(current[name][s], layers[name])] for s in seeds] for name in specs}
-    accs = {name: [] for name in specs}
-    dead, result = set(), None
-    for _ in range(chunks):
-        result = sweep.run(
-            seeds, [lr], epochs=epochs, batch_size=batch_size, models=models, data=data,
-            device=device, inits=lambda name, seed: current[name][seed],
-        )  # fmt: skip
+    norms = {name: [[_norm_row(starts[name][s], layers[name])] for s in seeds] for name in specs}
+
+    def record(partial):
         for name in specs:
-            rows = [k for k, r in enumerate(result.replicas) if r.model == name]
-            acc = result.val_acc[rows].clone()  # (seeds, epochs), in seeds' order
-            for i, (seed, module) in enumerate(zip(seeds, result.to_modules(model=name))):
-                if (name, seed) in dead:  # diverged in an earlier chunk: NaN from then on
-                    module, acc[i] = None, math.nan
-                elif module is None:  # diverged in this chunk: NaN from that epoch on
-                    dead.add((name, seed))
-                    acc[i, result.diverged_at[rows[i]] - 1 :] = math.nan
-                else:
-                    current[name][seed] = module
+            for i, module in enumerate(partial.to_modules(model=name)):
                 norms[name][i].append(_norm_row(module, layers[name]))
-            accs[name].append(acc)
+
+    def on_epoch(epoch, partial):
+        if epoch % epochs == 0:
+            record(partial)
+
+    result = sweep.run(
+        seeds, [lr], epochs=chunks * epochs, batch_size=batch_size, models=models, data=data,
+        device=device, on_epoch=on_epoch,
+    )  # fmt: skip
     steps_per_epoch = -(-data[0].shape[0] // batch_size)
     return Trajectory(
         seeds=seeds,
@@ -270,7 +231,10 @@ def norm_trajectory(seeds, lr, models, data, chunks, epochs, batch_size=64, devi
         steps=[k * epochs * steps_per_epoch for k in range(chunks + 1)],
         layers=layers,
         norms={name: torch.tensor(norms[name], dtype=torch.float64) for name in specs},
-        val_acc={name: torch.cat(accs[name], dim=1) for name in specs},
+        val_acc={
+            name: result.val_acc[[k for k, r in enumerate(result.replicas) if r.model == name]]
+            for name in specs
+        },  # fmt: skip
         result=result,
     )
 

@@ -183,12 +183,14 @@ class SweepResult:
         """The trained replicas matching the filter as ordinary modules (``MLP`` or
         ``ResidualMLP``, in eval mode, on ``device``), with their weights and BN buffers: in
         eval mode they give the engine's outputs. A replica that diverged gives ``None``.
-        Only the last result of a run has modules (training changes them until it ends)."""
+        A partial result (from ``on_epoch`` or :func:`stream`) has modules while the run waits
+        for it: inside the ``on_epoch`` callback, or until the stream is asked for the next
+        epoch (then training changes them)."""
         if self._groups is None:
             raise ValueError(
-                "This is a partial result of a run still in progress (from stream or on_epoch): "
-                "its weights keep changing. Call to_modules() on the result the run returns "
-                "(or the last one stream yields)."
+                "This partial result's run has trained on since it was made, so its weights are "
+                "gone: call to_modules() inside the on_epoch callback (or before asking the "
+                "stream for the next epoch), or on the result the run returns."
             )
         out = []
         for k in self._matching(model, lr, seed):
@@ -1138,6 +1140,20 @@ def _start(plan, name, seed, n_features, dtype):
     return module
 
 
+def start_modules(seeds, models=None, data=None):
+    """``{model name: {seed: module}}``: every replica's starting module as :func:`run` builds
+    it (the weights of ``torch.manual_seed(seed)``; input and output sizes from ``data``,
+    default ``load_data()``). The global random state is left as it was."""
+    data = _default_data() if data is None else data
+    n = data[0].shape[0] if isinstance(data, (tuple, list)) and data else None
+    plan, data = _prepare(seeds, [1.0], 1, n, models, data, None, None, None)
+    n_features, dtype = data[0].shape[1], data[0].dtype
+    return {
+        name: {seed: _start(plan, name, seed, n_features, dtype) for seed in plan.seeds}
+        for name in plan.specs
+    }
+
+
 def _groups(plan, data):
     """The groups of replicas (one per architecture and training options), each with its
     keys' indices, its _Group and the shuffle orders of its rows."""
@@ -1203,13 +1219,17 @@ def stream(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=
            eval_sets=None, inits=None):  # fmt: skip
     """Like :func:`run`, as a generator: yields a :class:`SweepResult` over the epochs done so
     far after each epoch (``epochs_run`` = 1, 2, ..., ``epochs``). Stop iterating to stop
-    training. The arguments are checked at the call, before the first epoch. Only the last
-    result (all epochs done) has :meth:`~SweepResult.to_modules`."""
+    training. The arguments are checked at the call, before the first epoch. A result's
+    :meth:`~SweepResult.to_modules` works until the next epoch is asked for."""
     plan, data = _prepare(seeds, lrs, epochs, batch_size, models, data, device, eval_sets, inits)
-    return (
-        _result(plan, keys, values, done, placement if done == plan.epochs else None)
-        for keys, values, done, placement in _epochs(plan, data)
-    )
+    return _stream(plan, data)
+
+
+def _stream(plan, data):
+    for keys, values, done, placement in _epochs(plan, data):
+        result = _result(plan, keys, values, done, placement)
+        yield result
+        result._groups = None  # asked for the next epoch: training changes the weights
 
 
 def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=None,
@@ -1229,6 +1249,7 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
     on_epoch: ``callback(epoch, partial)`` called after each epoch (1-based) with a
         ``SweepResult`` over the epochs done so far, e.g. to draw curves as they grow. If it
         returns ``False`` the run stops there; the result's ``epochs_run`` says how many ran.
+        Inside the callback ``partial.to_modules()`` gives the replicas as they are then.
     eval_sets: ``{name: (X, y)}``: more splits evaluated (eval mode) after each epoch, read
         with ``result.histories(split=name)`` or ``result.evals[name]``.
     inits: ``{model name: {seed: module}}`` or a function ``(name, seed) -> module`` (or
@@ -1244,6 +1265,11 @@ def run(seeds, lrs, epochs=25, batch_size=64, models=None, data=None, device=Non
         raise TypeError(f"on_epoch must be a function (epoch, partial_result), got {on_epoch!r}.")
     plan, data = _prepare(seeds, lrs, epochs, batch_size, models, data, device, eval_sets, inits)
     for keys, values, done, placement in _epochs(plan, data):  # noqa: B007 (used after)
-        if on_epoch is not None and on_epoch(done, _result(plan, keys, values, done)) is False:
+        if on_epoch is None:
+            continue
+        partial = _result(plan, keys, values, done, placement)
+        go_on = on_epoch(done, partial)
+        partial._groups = None  # the run goes on: its weights would change
+        if go_on is False:
             break
     return _result(plan, keys, values, done, placement)

@@ -130,12 +130,6 @@ CASES = [
     ),
     # trajectory
     (
-        "trajectory with Adam",
-        lambda d: trajectory(d, {"m": {**SGD, "optimizer": "adam"}}),
-        ValueError,
-        "restart Adam",
-    ),
-    (
         "trajectory without BN",
         lambda d: trajectory(d, {"m": {**SGD, "norm": "none"}}),
         ValueError,

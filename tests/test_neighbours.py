@@ -175,14 +175,16 @@ def test_trajectory_of_one_chunk_is_one_sweep_run(digits):
     torch.testing.assert_close(tr.effective_steps("a"), 0.1 / tr.norms["a"] ** 2)
 
 
-def test_each_chunk_starts_from_the_last_chunks_nets(digits):
-    tr = neighbours.norm_trajectory([4], 0.1, {"m": SPEC}, digits, chunks=2, epochs=1)
-    first = sweep.run([4], [0.1], epochs=1, models={"m": SPEC}, data=digits)
-    second = sweep.run(
-        [4], [0.1], epochs=1, models={"m": SPEC}, data=digits,
-        inits={"m": {4: first.to_modules()[0]}},
-    )  # fmt: skip
-    expected = [neighbours.weight_norms(r.to_modules()[0])["network.0"] for r in (first, second)]
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_each_point_is_the_nets_after_that_many_epochs_of_one_run(digits, optimizer):
+    spec = {**SPEC, "optimizer": optimizer}
+    tr = neighbours.norm_trajectory([4], 0.1, {"m": spec}, digits, chunks=2, epochs=1)
+    expected = []
+    for epochs in (1, 2):  # a shorter run's final nets are the longer run's nets at that epoch
+        (module,) = sweep.run(
+            [4], [0.1], epochs=epochs, models={"m": spec}, data=digits
+        ).to_modules()
+        expected.append(neighbours.weight_norms(module)["network.0"])
     torch.testing.assert_close(tr.norms["m"][0, 1:, 0], torch.tensor(expected, dtype=f64))
     assert tr.val_acc["m"].shape == (1, 2)
     assert tr.steps == [0, 4, 8]
@@ -194,7 +196,8 @@ def test_a_diverged_replica_reads_nan_from_then_on(digits):
     assert torch.isfinite(norms[:, 0]).all() and torch.isnan(norms[:, -1]).all()
     for row, acc_row in zip(norms, acc):
         first = int(torch.isnan(row).nonzero()[0])  # the point after the chunk it diverged in
-        assert torch.isnan(row[first:]).all() and torch.isnan(acc_row[first - 1 :]).all()
+        assert torch.isnan(row[first:]).all() and torch.isnan(acc_row[first:]).all()
+        assert acc_row[first - 1] == 0.0  # the epoch it diverged in: NaN logits answer nothing
 
 
 # ----------------------------------------------------------------------------- variance shift

@@ -575,11 +575,26 @@ def test_to_modules_give_the_engines_outputs(digits_flat):
         assert abs(loss - result.val_loss[k, -1].item()) < 1e-5
         assert abs(acc - result.val_acc[k, -1].item()) < 1e-9
     assert len(result.to_modules(model="BN", lr=0.01)) == 2
-    partial = next(
-        sweep.stream([0], [0.01], epochs=2, models={"BN": models["BN"]}, data=digits_flat)
-    )
-    with pytest.raises(ValueError, match="partial result"):
+    stream = sweep.stream([0], [0.01], epochs=2, models={"BN": models["BN"]}, data=digits_flat)
+    partial = next(stream)
+    (first,) = partial.to_modules()  # the run waits: epoch 1's weights
+    last = next(stream)
+    with pytest.raises(ValueError, match="trained on since it was made"):
         partial.to_modules()
+    (final,) = last.to_modules()
+    assert not torch.equal(first.network[0].weight, final.network[0].weight)
+
+
+def test_on_epoch_sees_each_epochs_modules(data):
+    """Inside the callback a partial result's modules are the replicas as they are then: the
+    same numbers as a shorter run's final modules."""
+    spec = {"m": {"norm": "batch", "hidden_sizes": (16,)}}
+    seen = {}
+    sweep.run([0], [0.01], epochs=3, models=spec, data=data,
+              on_epoch=lambda e, r: seen.update({e: r.to_modules()[0]}))  # fmt: skip
+    (two,) = sweep.run([0], [0.01], epochs=2, models=spec, data=data).to_modules()
+    for (name, a), b in zip(seen[2].state_dict().items(), two.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_ghost_bn_is_per_device_bn_on_its_chunks(data64):
