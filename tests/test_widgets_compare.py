@@ -1,5 +1,5 @@
-"""Headless tests of the comparison and learning-rate explorers (notebook 04): the pure
-functions of ``bnteach.explore`` and the widgets of ``bnteach.widgets``."""
+"""Headless tests of the comparison and learning-rate explorers' widgets (notebook 04),
+``bnteach.widgets``; their computations in ``bnteach.explore`` are tested in test_explore.py."""
 
 import asyncio
 

@@ -1,5 +1,5 @@
-"""Headless tests of the "inside the layer" explorer: ``bnteach.explore.layer_state``, its
-figure ``bnteach.plots.plot_layer_state`` and the widget ``bnteach.widgets.LayerExplorer``."""
+"""Headless tests of the "inside the layer" explorer's widget, ``bnteach.widgets.LayerExplorer``;
+``bnteach.explore.layer_state`` and its figure are tested in test_explore.py."""
 
 import ipywidgets as widgets
 import matplotlib
