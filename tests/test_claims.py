@@ -120,11 +120,11 @@ def test_malformed_markers_fail(tmp_path):
 def test_pending_entries_must_be_used_and_unresolved(tmp_path):
     guide = "## Results\n\nBN moves 45% <!-- claim: 03/later -->\n"
     root = repo(tmp_path, guide)
-    assert problems(root, pending={"03/later": "03 gets its marker later"}) == []
-    (p,) = problems(root, pending={"03/later": "x", "03/gone": "y"})
+    assert problems(root, pending={"03/later": "03, cell 5: `moved > 0.45`"}) == []
+    (p,) = problems(root, pending={"03/later": "`moved > 0.45`", "03/gone": "y"})
     assert "PENDING lists 03/gone" in p
     guide = "## Results\n\nBN is ahead by 20 points. <!-- claim: 04/big-gain -->\n"
-    (p,) = problems(repo(tmp_path, guide), pending={"04/big-gain": "x"})
+    (p,) = problems(repo(tmp_path, guide), pending={"04/big-gain": "`gain > 0.2`"})
     assert "backed now; remove it from PENDING" in p
 
 
@@ -159,3 +159,9 @@ def test_a_tag_on_its_own_line_belongs_to_the_assert_below_it(tmp_path):
 def test_a_tag_may_end_an_existing_comment(tmp_path):
     code = "gain = 0.3\nassert gain > 0.2  # large; claim: big-gain\n"
     assert problems(repo(tmp_path, "", code=code)) == []
+
+
+def test_a_pending_claim_is_checked_against_the_assert_its_entry_quotes(tmp_path):
+    guide = "## Results\n\nRecalibration cuts the loss by 45%. <!-- claim: 03/stale -->\n"
+    (p,) = problems(repo(tmp_path, guide), pending={"03/stale": "`sum(changes) / 5 > 0.2`"})
+    assert "45 in the claim 03/stale" in p
