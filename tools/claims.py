@@ -105,22 +105,6 @@ PENDING = {
     "shift=5.0, ...)`, `moved_train > 0.2 and moved_eval == 0`",
     "03/explorer-converges": "03, the layer explorer's check (cell 61): momentum 0.1, "
     "`layer_state(batch_size=16, shift=0.0, training=False, steps=30)`, `err < 0.3`",
-    "12/zero-gamma-identity": "12, section 1 (cell 4): `torch.equal(block.train()(x), x)`, "
-    "relu(x + 0 * BN(...) + 0) = x",
-    "12/zero-gamma-sgd": "12, section 1 (cell 12): `h.diverged_at == 1` for 'He, no norm', "
-    "`zg_sgd.verdict(0.01) == 'better'` (5 epochs)",
-    "12/zero-gamma-adam": "12, section 1 (cell 12): `zg_adam.low > -0.01 and zg_adam.mean < "
-    "zg_sgd.mean`",
-    "12/wd-small": "12, section 2 (cell 20): wd 1e-3, `p.within(0.01)`",
-    "12/wd-large": "12, section 2 (cell 20): wd 1e-2, `p.high < 0.01`, `p.low > -0.05`",
-    "12/wd-gamma-beta": "12, section 2 (cell 20): `p.low > -0.02`",
-    "12/variance-shift": "12, section 3 (cell 24): `(shift['before BN, p 0.7'][:, 1] < 0.9)"
-    ".all()`, `(shift['after BN, p 0.7'] > 0.95) & (shift['after BN, p 0.7'] < 1.15)`",
-    "12/recalibrate": "12, section 3 (cell 26): `gain.within(0.01)`",
-    "12/dropout-placement": "12, section 3 (cell 28): p 0.7, `before_vs_none.verdict(0.01) == "
-    "'worse'`, `after_vs_none.within(0.01)`",
-    "12/renorm": "12, section 4 (cell 34): batch 4, `gap_paired('BN').low > 0.08`, "
-    "`gap_paired('renorm').within(0.03)`, `renorm_vs_bn.low < 0`",
 }
 
 
