@@ -29,7 +29,11 @@ Contents:
   a gloo process group, and returns their results in rank order.
 - :class:`SyncBatchNorm` and :func:`convert_sync_batchnorm`: SyncBN for the CPU.
 - Workers the notebooks launch (spawn imports them by name, so they live here):
-  :func:`ddp_train`, :func:`time_all_reduce`, :func:`demo`; and :func:`batch_indices`.
+  :func:`ddp_train`, :func:`time_all_reduce`, :func:`demo`, :func:`syncbn_check`,
+  :func:`syncbn_traffic`, :func:`torch_syncbn_on_cpu`, and :func:`several`, which runs many of
+  them in one launch; and :func:`batch_indices`.
+- :func:`one_process`: a DDP run replayed in one process by the engine (``bnteach.sweep``):
+  per-device BN is ghost BN, SyncBN is BN on the global batch (notebook 10 proves it).
 - ``python -m bnteach.distributed``, also under ``torchrun --standalone --nproc-per-node 2``.
 """
 
@@ -998,6 +1002,16 @@ def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync
     from bnteach import sweep  # here: launched processes need not import the engine
 
     world_size = _check_world_size(world_size)
+    sync_bn = checks.flag(sync_bn, "sync_bn")
+    per_device = checks.whole_number(per_device, "per_device", minimum=1, example=4)
+    if per_device == 1 and not sync_bn:
+        raise ValueError(
+            "per_device=1 with per-device BN: each device would normalise ONE sample, which BN "
+            "cannot do in training (its variance is 0). Use at least 2 samples per device, or "
+            "sync_bn=True (SyncBN normalises over every device's samples)."
+        )
+    checks.tensor(X, "X", dims=2, min_rows=2)
+    checks.tensor(y, "y", dims=2)
     global_batch = per_device * world_size
     rows = batch_indices(len(X), global_batch, steps, seed).flatten()
     if len(set(rows.tolist())) != len(rows):

@@ -951,6 +951,28 @@ def test_one_process_replays_the_ddp_run_to_rounding(runs, data, name, sync_bn):
         assert difference <= TOL, (key, difference)
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, phrase",
+    [
+        ({"per_device": 1, "sync_bn": False}, ValueError, "ONE sample"),
+        ({"per_device": 0}, ValueError, "per_device must be at least 1"),
+        ({"per_device": 2.5}, TypeError, "whole number"),
+        ({"sync_bn": "yes"}, TypeError, "sync_bn must be True or False"),
+        ({"X": None}, TypeError, "X must be a torch tensor"),
+        ({"y": "labels"}, TypeError, "y must be a torch tensor"),
+        ({"seed": -1}, ValueError, "seed must be at least 0"),
+        ({"steps": 0}, ValueError, "steps must be at least 1"),
+        ({"world_size": 0}, ValueError, "at least 1"),
+    ],
+)
+def test_one_process_refuses_bad_input_with_a_teaching_error(data, kwargs, error, phrase):
+    X, X_val, y, y_val = data
+    arguments = {"X": X, "y": y, "X_val": X_val, "y_val": y_val, "seed": 0, "steps": 2,
+                 "per_device": 4, "world_size": 4, "sync_bn": True, **kwargs}  # fmt: skip
+    with pytest.raises(error, match=phrase):
+        distributed.one_process(**arguments)
+
+
 def test_one_process_refuses_more_steps_than_one_epoch_holds(data):
     X, X_val, y, y_val = data
     with pytest.raises(ValueError, match="at most 50 steps"):
