@@ -156,16 +156,8 @@ _SPREAD_LABELS = {
 
 
 @styled
-def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log_y=False, fig=None):
-    """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
-
-    groups: dict name -> list of ``History`` (one per seed); every group and every run is
-    drawn. metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
-    log_y: loss panels on a log scale (for runs whose early loss is huge).
-    fig: a figure that an earlier call returned for the same metrics, to draw into again:
-    its panels, ticks and labels are kept and only the curves are replaced, which renders
-    about a third faster (for explorers that redraw as results stream in).
-    """
+def _spread_inputs(groups, metrics, log_y):
+    """``plot_seed_spread``'s input checks; returns ``metrics`` as a tuple."""
     _need(groups, "groups", 'a dict name -> list of History, e.g. {"With BN": [h1, h2]}')
     for name, runs in groups.items():
         if isinstance(runs, (str, bytes)) or not isinstance(runs, (list, tuple)):
@@ -184,7 +176,11 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
     for metric in metrics:
         _metric(metric)
     checks.flag(log_y, "log_y")
-    metrics = tuple(metrics)
+    return tuple(metrics)
+
+
+def _spread_axes(fig, metrics):
+    """The panels to draw into: a new figure's, or ``fig``'s emptied of curves and legend."""
     if fig is None:
         fig = new_figure(4.2 if len(metrics) > 1 else 4.6)
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -193,34 +189,53 @@ def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         fig.bnteach_spread_metrics = metrics
-    else:
-        if getattr(fig, "bnteach_spread_metrics", None) != metrics:
-            raise ValueError(
-                f"fig must be a figure that plot_seed_spread drew for the same metrics "
-                f"{list(metrics)}; got {checks.describe(fig)}. Leave fig out for a new figure."
-            )
-        axes = fig.axes
-        for ax in axes:  # keep the panels and their ticks, drop the curves and the legend
-            for artist in [*ax.lines, *ax.collections]:
-                artist.remove()
-        for legend in list(fig.legends):
-            legend.remove()
+        return list(axes)
+    if getattr(fig, "bnteach_spread_metrics", None) != metrics:
+        raise ValueError(
+            f"fig must be a figure that plot_seed_spread drew for the same metrics "
+            f"{list(metrics)}; got {checks.describe(fig)}. Leave fig out for a new figure."
+        )
+    for ax in fig.axes:  # keep the panels and their ticks, drop the curves and the legend
+        for artist in [*ax.lines, *ax.collections]:
+            artist.remove()
+    for legend in list(fig.legends):
+        legend.remove()
+    return list(fig.axes)
+
+
+def _draw_spread(ax, name, runs, metric, c):
+    """One group's curves in one panel: every seed thin, the mean thick, the min-max band."""
+    for h in runs:
+        vals = _finite(getattr(h, metric))
+        ax.plot(_epochs(vals), vals, "-", color=c, alpha=0.25, lw=0.8)
+        if metric != "val_acc":
+            _mark_divergence(ax, h, c)
+    mean, low, high = _spread(runs, metric)
+    x = _epochs(mean)
+    n_div = sum(h.diverged for h in runs)
+    label = f"{name} (mean of {len(runs)} seeds"
+    label += f", {n_div} diverged)" if n_div else ")"
+    ax.fill_between(x, low, high, color=c, alpha=0.15)
+    marker = "o" if len(x) == 1 else None  # one epoch: a point, not an invisible line
+    ax.plot(x, mean, "-", color=c, lw=2.2, marker=marker, label=label)
+
+
+def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log_y=False, fig=None):
+    """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
+
+    groups: dict name -> list of ``History`` (one per seed); every group and every run is
+    drawn. metrics: one panel per metric, any of ``train_loss``, ``val_loss``, ``val_acc``.
+    log_y: loss panels on a log scale (for runs whose early loss is huge).
+    fig: a figure that an earlier call returned for the same metrics, to draw into again:
+    its panels, ticks and labels are kept and only the curves are replaced, which renders
+    about a third faster (for explorers that redraw as results stream in).
+    """
+    metrics = _spread_inputs(groups, metrics, log_y)
+    axes = _spread_axes(fig, metrics)
+    fig = axes[0].figure
     for ax, metric in zip(axes, metrics):
         for i, (name, runs) in enumerate(groups.items()):
-            c = color(i)
-            for h in runs:
-                vals = _finite(getattr(h, metric))
-                ax.plot(_epochs(vals), vals, "-", color=c, alpha=0.25, lw=0.8)
-                if metric != "val_acc":
-                    _mark_divergence(ax, h, c)
-            mean, low, high = _spread(runs, metric)
-            x = _epochs(mean)
-            n_div = sum(h.diverged for h in runs)
-            label = f"{name} (mean of {len(runs)} seeds"
-            label += f", {n_div} diverged)" if n_div else ")"
-            ax.fill_between(x, low, high, color=c, alpha=0.15)
-            marker = "o" if len(x) == 1 else None  # one epoch: a point, not an invisible line
-            ax.plot(x, mean, "-", color=c, lw=2.2, marker=marker, label=label)
+            _draw_spread(ax, name, runs, metric, color(i))
         scale = "log" if log_y and metric != "val_acc" else "linear"
         if ax.get_yscale() != scale:
             ax.set_yscale(scale)

@@ -113,7 +113,7 @@ def test_functional_matches_torch_on_any_rank(shape, training):
 
 
 def test_running_var_uses_unbiased_factor_over_n_h_w():
-    # facts item 28: the unbiased factor uses N * H * W values per channel
+    # the unbiased factor uses N * H * W values per channel (docs/references.md)
     x = rand((2, 3, 4, 5), 7)
     bn = BatchNorm2d(3, momentum=1.0, dtype=DT)
     bn(x)
@@ -143,7 +143,7 @@ def test_gradcheck_training_and_eval():
 
 
 def test_one_image_is_accepted_in_training_and_a_single_value_per_channel_is_not():
-    # facts item 28: torch raises only when N * H * W == 1
+    # torch raises only when N * H * W == 1 (docs/references.md)
     ref, ours = pair(3)
     step(ref, ours, rand((1, 3, 2, 2), 0), seed=0)
     for bn in (nn.BatchNorm2d(3), BatchNorm2d(3)):

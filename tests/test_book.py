@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
+from conftest import CHROMIUM_FLAGS
 
 from bnteach.plots import FIG_DPI, FIG_WIDTH
 from bnteach.widgets import RERUN_NOTE
@@ -609,16 +610,6 @@ def test_every_figure_is_drawn_for_the_page(site):
 # --------------------------------------------------------------------- a look in chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @book

@@ -1,27 +1,15 @@
-"""Headless tests of the comparison and learning-rate explorers (notebook 04): the pure
-functions of ``bnteach.explore`` and the widgets of ``bnteach.widgets``."""
+"""Headless tests of the comparison and learning-rate explorers' widgets (notebook 04),
+``bnteach.widgets``; their computations in ``bnteach.explore`` are tested in test_explore.py."""
 
 import asyncio
-import math
 
 import pytest
 
 from bnteach.explore import (
-    Redraws,
-    compare_caption,
     compare_figure,
-    compare_models,
     compare_run,
-    compare_stream,
-    compare_summary,
-    epochs_to_reach,
     figure_png,
-    lrsweep_lrs,
-    lrsweep_run,
-    lrsweep_summary,
 )
-from bnteach.stats import seeds
-from bnteach.training import History
 from bnteach.widgets import RERUN_NOTE, CompareExplorer, Debouncer, LrSweepExplorer
 
 SMALL = {"epochs": 2, "n_seeds": 2, "debounce": 0}
@@ -57,109 +45,7 @@ def test_debouncer_without_event_loop_or_delay_runs_at_once():
     assert calls == [1, 2]
 
 
-def test_redraws_first_at_once_then_at_most_as_often_as_drawing_allows():
-    now = [0.0]
-    r = Redraws(min_interval=0.25, ratio=1.5, growth=0.0, clock=lambda: now[0])
-    assert r.due()  # the first partial result is drawn at once
-    r.drew(0.4)  # that drawing took 0.4 s: wait 0.6 s before the next
-    now[0] = 0.5
-    assert not r.due() and r.due(final=True)
-    now[0] = 0.61
-    assert r.due()
-
-
-def test_redraws_skip_a_redraw_when_the_final_result_is_near():
-    now = [0.0]
-    r = Redraws(min_interval=0.5, ratio=3.0, clock=lambda: now[0])
-    assert r.due(done=1, total=25)
-    r.drew(0.1)  # next redraw no sooner than 0.5 s later
-    now[0] = 0.6  # 10 of 25 epochs in 0.6 s: the last 15 need about 0.9 s more
-    assert r.due(done=10, total=25)
-    now[0] = 0.6
-    assert not r.due(done=20, total=25)  # the last 5 need about 0.15 s: the final is near
-    assert r.due(done=20, total=25, final=True)
-    assert r.due()  # without progress: by the clock alone
-    assert (Redraws().min_interval, Redraws().ratio, Redraws().growth) == (0.5, 3.0, 0.5)
-
-
-def test_redraws_grow_rarer_as_a_long_run_goes_on():
-    """Drawing that costs 0.1 s, over a 20 s run: a handful of figures, not one per 0.5 s."""
-    now = [0.0]
-    r = Redraws(clock=lambda: now[0])
-    times = []
-    while now[0] < 20:
-        if r.due():
-            times.append(now[0])
-            now[0] += 0.1
-            r.drew(0.1)
-        now[0] += 0.05
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert 5 <= len(times) <= 10 and gaps == sorted(gaps) and gaps[0] <= 0.7
-
-
 # -- pure functions ----------------------------------------------------------------------
-
-
-def test_compare_models_depth_two_is_the_tutorial():
-    models = compare_models(2, "relu")
-    assert models["plain"] == {"hidden_sizes": (128, 64), "activation": "relu", "norm": "none"}
-    assert models["BN"]["norm"] == "batch"
-    assert compare_models(4, "tanh")["BN"]["hidden_sizes"] == (64,) * 4
-
-
-def test_epochs_to_reach():
-    h = History(lr=0.1, epochs=3, val_loss=[0.5, 0.19, 0.1])
-    assert epochs_to_reach(h, 0.2) == 2 and epochs_to_reach(h, 0.05) is None
-
-
-def test_compare_summary_counts_seeds_and_accuracy():
-    result = compare_run(lr=0.01, epochs=3, n_seeds=3)
-    assert result.seeds == seeds(3)  # the seeds every notebook uses (BNTEACH_SEED_OFFSET)
-    summary = compare_summary(result, threshold=10.0)
-    assert set(summary) == {"plain", "BN"}
-    for s in summary.values():
-        assert s["seeds"] == 3 and s["diverged"] == 0 and s["epochs_to_threshold"] == 1
-        assert 0.5 < s["acc_min"] <= s["acc_mean"] <= s["acc_max"] <= 1.0
-
-
-def test_compare_stream_yields_the_runs_epochs_and_the_caption_names_every_setting():
-    parts = list(compare_stream(lr=0.05, epochs=3, batch_size=32, n_seeds=2, depth=3))
-    final = compare_run(lr=0.05, epochs=3, batch_size=32, n_seeds=2, depth=3)
-    assert [p.epochs_run for p in parts] == [1, 2, 3]
-    assert parts[-1].val_loss.equal(final.val_loss)
-    caption = compare_caption(parts[0], activation="relu")
-    for words in ("2 seeds", "lr 0.05", "batch size 32", "3 epochs (so far 1)", "3 hidden", "relu"):
-        assert words in caption, (words, caption)
-    assert "so far" not in compare_caption(final)
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, match",
-    [
-        ({"batch_size": 1}, ValueError, "at least 2 samples"),
-        ({"n_seeds": 0}, ValueError, "n_seeds"),
-        ({"n_seeds": 2.5}, TypeError, "n_seeds"),
-        ({"depth": 0}, ValueError, "depth"),
-        ({"lr": -1.0}, ValueError, "positive"),
-    ],
-)
-def test_compare_run_explains_impossible_settings(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        compare_run(**{"epochs": 1, **kwargs})
-
-
-def test_lrsweep_lrs_are_log_spaced():
-    lrs = lrsweep_lrs(-3, 0, 4)
-    assert [round(math.log10(x), 9) for x in lrs] == [-3, -2, -1, 0]
-    with pytest.raises(ValueError, match="below the highest"):
-        lrsweep_lrs(0, 0, 3)
-
-
-def test_lrsweep_summary_keeps_every_lr_and_counts_divergence_as_guessing():
-    result = lrsweep_run(-2, 20, points=2, epochs=1, n_seeds=2)  # lr 1e20 diverges
-    acc, loss = lrsweep_summary(result, "val_acc"), lrsweep_summary(result, "val_loss")
-    assert list(acc["With BN"]) == result.lrs
-    assert acc["Without BN"][1e20] == [0.5, 0.5] and loss["Without BN"][1e20] == []
 
 
 # -- widgets, without an event loop: computed at once ------------------------------------
