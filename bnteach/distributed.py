@@ -29,7 +29,11 @@ Contents:
   a gloo process group, and returns their results in rank order.
 - :class:`SyncBatchNorm` and :func:`convert_sync_batchnorm`: SyncBN for the CPU.
 - Workers the notebooks launch (spawn imports them by name, so they live here):
-  :func:`ddp_train`, :func:`time_all_reduce`, :func:`demo`; and :func:`batch_indices`.
+  :func:`ddp_train`, :func:`time_all_reduce`, :func:`demo`, :func:`syncbn_check`,
+  :func:`syncbn_traffic`, :func:`torch_syncbn_on_cpu`, and :func:`several`, which runs many of
+  them in one launch; and :func:`batch_indices`.
+- :func:`one_process`: a DDP run replayed in one process by the engine (``bnteach.sweep``):
+  per-device BN is ghost BN, SyncBN is BN on the global batch (notebook 10 proves it).
 - ``python -m bnteach.distributed``, also under ``torchrun --standalone --nproc-per-node 2``.
 """
 
@@ -73,6 +77,12 @@ __all__ = [
     "ddp_train",
     "time_all_reduce",
     "demo",
+    "several",
+    "syncbn_check",
+    "syncbn_traffic",
+    "torch_syncbn_on_cpu",
+    "TORCH_SYNCBN_ON_CPU",
+    "one_process",
     "main",
 ]
 
@@ -852,6 +862,180 @@ def demo(rank, world_size, per_device=3, channels=3, seed=None):
         ]
     ]
     return {"lines": lines, "max_diff": max_diff, "global_mean": show(x.mean(0))}
+
+
+# ----------------------------------------------------------------------------- notebook 10
+
+
+def several(rank, world_size, calls):
+    """A launch worker that runs other workers in turn, so that one launch (one start of the
+    processes, 2-5 s) serves many measurements: ``calls`` is a list of (name, fn, kwargs),
+    each fn a worker ``fn(rank, world_size, **kwargs)`` defined in a module. Returns
+    {name: fn's result}. Every rank must get the same calls, in the same order: each
+    collective call must be made by every rank."""
+    if not isinstance(calls, (list, tuple)) or not all(
+        isinstance(c, (list, tuple)) and len(c) == 3 and callable(c[1]) for c in calls
+    ):
+        raise TypeError(
+            "several expects calls = [(name, worker, kwargs), ...], e.g. "
+            "[('demo', bnteach.distributed.demo, {'per_device': 3})]."
+        )
+    return {name: fn(rank, world_size, **kwargs) for name, fn, kwargs in calls}
+
+
+def syncbn_check(rank, world_size, sizes, channels=4, seed=None):
+    """A launch worker: :class:`SyncBatchNorm` on this rank's rows against nn.BatchNorm1d on
+    the whole global batch in one process, float64, one training step.
+
+    sizes: one per-rank batch size per rank (unequal sizes allowed, 0 for a rank allowed if
+    the total is at least 2). The global batch (sum(sizes), channels), its upstream gradient
+    and the layers' weight and bias are drawn from ``seed`` (default seeds(1)[0]), the same on
+    every rank. Returns {what: the largest absolute difference} for "output" and "input
+    gradient" (this rank's rows), "weight gradient" and "bias gradient" (the ranks' shares
+    summed with an all_reduce, as DDP sums them) and "running_mean", "running_var".
+    """
+    if not isinstance(sizes, (list, tuple)) or len(sizes) != world_size:
+        raise ValueError(f"sizes needs one batch size per rank ({world_size}), got {sizes!r}.")
+    seed = seeds(1)[0] if seed is None else seed
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(sizes)
+    x = torch.randn(total, channels, generator=generator, dtype=torch.float64) * 2 + 1
+    upstream = torch.randn(total, channels, generator=generator, dtype=torch.float64)
+    weight = torch.rand(channels, generator=generator, dtype=torch.float64) + 0.5
+    bias = torch.randn(channels, generator=generator, dtype=torch.float64)
+    mine = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+    layers = []
+    for layer in (SyncBatchNorm(channels).double(), nn.BatchNorm1d(channels).double()):
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            layer.bias.copy_(bias)
+        layers.append(layer)
+    sync, whole = layers
+    x_mine = x[mine].clone().requires_grad_()
+    out_mine = sync(x_mine)
+    (out_mine * upstream[mine]).sum().backward()
+    grads = torch.cat([sync.weight.grad, sync.bias.grad])
+    dist.all_reduce(grads)  # DDP sums (averages) the ranks' parameter gradients
+    x_all = x.clone().requires_grad_()
+    out_all = whole(x_all)
+    (out_all * upstream).sum().backward()
+    pairs = {
+        "output": (out_mine, out_all[mine]),
+        "input gradient": (x_mine.grad, x_all.grad[mine]),
+        "weight gradient": (grads[:channels], whole.weight.grad),
+        "bias gradient": (grads[channels:], whole.bias.grad),
+        "running_mean": (sync.running_mean, whole.running_mean),
+        "running_var": (sync.running_var, whole.running_var),
+    }
+    return {
+        k: float((a - b).detach().abs().max()) if a.numel() else 0.0 for k, (a, b) in pairs.items()
+    }
+
+
+def syncbn_traffic(rank, world_size, features=20, per_device=4, steps=3):
+    """A launch worker: how many all_reduce calls the SyncBN layers of the tutorial's BN net
+    (``MLP(features, (128, 64), norm="batch")``, converted) make. Returns {"layers": the
+    number of SyncBN layers, "per_step": calls in each of ``steps`` training steps (forward
+    and backward), "eval": calls in one eval-mode forward}. Counts the calls of
+    ``torch.distributed.all_reduce`` (SyncBN's), not DDP's own gradient traffic."""
+    torch.manual_seed(0)
+    model = convert_sync_batchnorm(MLP(features, (128, 64), norm="batch")).double()
+    x = torch.randn(per_device, features, dtype=torch.float64)
+    calls, real = [], dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    per_step = []
+    dist.all_reduce = counting
+    try:
+        for _ in range(steps):
+            before = len(calls)
+            model.train()(x).sum().backward()
+            per_step.append(len(calls) - before)
+        before = len(calls)
+        with torch.no_grad():
+            model.eval()(x)
+        in_eval = len(calls) - before
+    finally:
+        dist.all_reduce = real
+    return {"layers": len(bn_layers(model)), "per_step": per_step, "eval": in_eval}
+
+
+TORCH_SYNCBN_ON_CPU = (
+    "torch's nn.SyncBatchNorm needs a GPU. Inside an initialised process group, in training "
+    "mode, it refuses CPU tensors (the ValueError above): the kernels it gathers the "
+    "statistics with (batch_norm_stats, batch_norm_gather_stats_with_counts) exist only for "
+    "CUDA and other accelerators. Outside a process group it does not raise: it quietly "
+    "computes plain BatchNorm on the local batch. On the CPU use "
+    "bnteach.distributed.SyncBatchNorm (or bnteach.distributed.convert_sync_batchnorm), which "
+    "computes the same with gloo's all_reduce; on GPUs use torch's own, with NCCL."
+)
+
+
+def torch_syncbn_on_cpu(rank, world_size, channels=3):
+    """A launch worker: try torch's ``nn.SyncBatchNorm`` in training mode on CPU tensors
+    inside this process group. Returns {"error": None if it ran, else "ValueError: <torch's
+    message>", "explanation": :data:`TORCH_SYNCBN_ON_CPU`}."""
+    layer = nn.SyncBatchNorm(channels)
+    try:
+        layer.train()(torch.randn(4, channels))
+    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "explanation": TORCH_SYNCBN_ON_CPU}
+    return {"error": None, "explanation": TORCH_SYNCBN_ON_CPU}
+
+
+def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync_bn, lr=0.01):
+    """What :func:`ddp_train` (``bias=False``, float64) trains in ``world_size`` processes,
+    trained in ONE process by the collection's engine, ``bnteach.sweep.run``.
+
+    SyncBN across the ranks is plain BN on the global batch (``norm="batch"``); per-device BN
+    is ghost BN with chunks of ``per_device`` rows (``norm="ghost"``), whose running
+    statistics are chunk 0's: rank 0's, which DDP's broadcast_buffers gives every rank. The
+    start weights are ddp_train's (``inits=``), and the training set is arranged so that the
+    engine's own shuffle of it visits ddp_train's global batches (:func:`batch_indices`) in
+    order. X (n, F), y (n, 1): the training set; X_val, y_val: the validation split. Returns
+    the engine's :class:`~bnteach.sweep.SweepResult` (one replica); ``.to_modules()[0]`` is
+    the trained model, comparable with rank 0's ``ddp_train(...)["state"]``.
+    """
+    from bnteach import sweep  # here: launched processes need not import the engine
+
+    world_size = _check_world_size(world_size)
+    sync_bn = checks.flag(sync_bn, "sync_bn")
+    per_device = checks.whole_number(per_device, "per_device", minimum=1, example=4)
+    if per_device == 1 and not sync_bn:
+        raise ValueError(
+            "per_device=1 with per-device BN: each device would normalise ONE sample, which BN "
+            "cannot do in training (its variance is 0). Use at least 2 samples per device, or "
+            "sync_bn=True (SyncBN normalises over every device's samples)."
+        )
+    checks.tensor(X, "X", dims=2, min_rows=2)
+    checks.tensor(y, "y", dims=2)
+    global_batch = per_device * world_size
+    rows = batch_indices(len(X), global_batch, steps, seed).flatten()
+    if len(set(rows.tolist())) != len(rows):
+        raise ValueError(
+            f"one_process replays the DDP run as ONE epoch of the engine, so the {steps} steps "
+            f"of {global_batch} rows must fit in one pass over the {len(X)} training samples "
+            f"(at most {len(X) // global_batch} steps)."
+        )
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))
+    arranged = torch.empty_like(rows)
+    arranged[order] = rows  # the engine's epoch visits arranged[order] == rows, in turn
+    X, X_val, y, y_val = (t.to(torch.float64) for t in (X, X_val, y, y_val))
+
+    def start(name, replica_seed):
+        torch.manual_seed(seed)
+        return MLP(X.shape[1], (128, 64), norm="batch", bias=False).double()
+
+    spec = {"norm": "batch", "bias": False}
+    if not sync_bn:
+        spec = {"norm": "ghost", "virtual_batch_size": per_device, "bias": False}
+    return sweep.run(
+        [seed], [lr], epochs=1, batch_size=global_batch, models={"m": spec},
+        data=(X[arranged], X_val, y[arranged], y_val), inits=start,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- command line

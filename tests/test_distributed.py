@@ -34,6 +34,10 @@ from bnteach.distributed import (
     convert_sync_batchnorm,
     ddp_train,
     launch,
+    several,
+    syncbn_check,
+    syncbn_traffic,
+    torch_syncbn_on_cpu,
 )
 from bnteach.models import MLP
 
@@ -68,11 +72,6 @@ def no_process_left():
 
 # ----------------------------------------------------------------------------- workers
 # (module level: the launched processes import them by name)
-
-
-def several(rank, world_size, calls):
-    """Run each (name, fn, kwargs) of calls in turn in this rank; return {name: result}."""
-    return {name: fn(rank, world_size, **kwargs) for name, fn, kwargs in calls}
 
 
 def case_data(index, step, sizes, tail):
@@ -368,7 +367,9 @@ DDP_RUNS = {
     "sync": {"sync_bn": True, "broadcast_buffers": True},
     "per_device": {"sync_bn": False, "broadcast_buffers": True},
     "per_device_no_broadcast": {"sync_bn": False, "broadcast_buffers": False, "bias": False},
+    "sync_no_bias": {"sync_bn": True, "bias": False},
 }
+CHECK_SIZES = {"one sample": [5, 1, 3, 2], "no sample": [4, 0, 2, 1]}
 WORLD = 4
 
 
@@ -380,6 +381,8 @@ def runs(data):
     calls = [("syncbn", syncbn_worker, {"cases": CASES})]
     calls += [(name, ddp_train, {"X": X, "y": y, **DDP, **kw}) for name, kw in DDP_RUNS.items()]
     calls += [("demo", distributed.demo, {})]
+    calls += [(name, syncbn_check, {"sizes": sizes}) for name, sizes in CHECK_SIZES.items()]
+    calls += [("traffic", syncbn_traffic, {}), ("torch", torch_syncbn_on_cpu, {})]
     start = time.perf_counter()
     results = launch(several, WORLD, calls, timeout=TIMEOUT)
     print(f"one launch of {WORLD} processes and their work: {time.perf_counter() - start:.1f} s")
@@ -893,3 +896,113 @@ def test_the_engine_trains_what_ddp_trains(runs, data, name):
         tolerance = 1e-8 if key in NOISY else TOL
         difference = float((value.double() - rank0[key].double()).abs().max())
         assert difference <= tolerance, (key, difference)
+
+
+# ------------------------------------------------------------------- notebook 10's workers
+
+
+@pytest.mark.parametrize("name", sorted(CHECK_SIZES))
+def test_syncbn_check_finds_syncbn_equal_to_batchnorm(runs, name):
+    for r in runs:
+        result = r[name]
+        assert set(result) == {
+            "output", "input gradient", "weight gradient", "bias gradient",
+            "running_mean", "running_var",
+        }  # fmt: skip
+        assert max(result.values()) < TOL, result
+
+
+def test_syncbn_traffic_counts_two_all_reduces_per_layer_and_step(runs):
+    for r in runs:
+        assert r["traffic"] == {"layers": 2, "per_step": [6, 4, 4], "eval": 0}
+
+
+def test_torch_syncbn_on_cpu_reports_torchs_error_and_explains_it(runs):
+    result = runs[0]["torch"]
+    assert "expected input tensor to be on GPU" in result["error"]
+    assert result["explanation"] == distributed.TORCH_SYNCBN_ON_CPU
+    assert "bnteach.distributed.SyncBatchNorm" in result["explanation"]
+
+
+def test_outside_a_group_torch_syncbn_on_cpu_runs_as_plain_batchnorm():
+    assert torch_syncbn_on_cpu(0, 1) == {
+        "error": None,
+        "explanation": distributed.TORCH_SYNCBN_ON_CPU,
+    }
+
+
+@pytest.mark.parametrize(
+    "name, sync_bn", [("per_device_no_broadcast", False), ("sync_no_bias", True)]
+)
+def test_one_process_replays_the_ddp_run_to_rounding(runs, data, name, sync_bn):
+    """Without the biases in front of BN every weight and buffer agrees to TOL (the engine's
+    fused Adam against torch.optim.Adam): ghost BN = per-device BN (rank 0's statistics),
+    plain BN = SyncBN."""
+    X, X_val, y, y_val = data
+    result = distributed.one_process(
+        X, y, X_val, y_val, seed=DDP["seed"], steps=DDP["steps"],
+        per_device=DDP["per_device"], world_size=WORLD, sync_bn=sync_bn, lr=DDP["lr"],
+    )  # fmt: skip
+    state = result.to_modules()[0].state_dict()
+    rank0 = ddp_results(runs, name)[0]["state"]
+    assert set(state) == set(rank0)
+    for key, value in state.items():
+        difference = float((value.double() - rank0[key].double()).abs().max())
+        assert difference <= TOL, (key, difference)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, phrase",
+    [
+        ({"per_device": 1, "sync_bn": False}, ValueError, "ONE sample"),
+        ({"per_device": 0}, ValueError, "per_device must be at least 1"),
+        ({"per_device": 2.5}, TypeError, "whole number"),
+        ({"sync_bn": "yes"}, TypeError, "sync_bn must be True or False"),
+        ({"X": None}, TypeError, "X must be a torch tensor"),
+        ({"y": "labels"}, TypeError, "y must be a torch tensor"),
+        ({"seed": -1}, ValueError, "seed must be at least 0"),
+        ({"steps": 0}, ValueError, "steps must be at least 1"),
+        ({"world_size": 0}, ValueError, "at least 1"),
+    ],
+)
+def test_one_process_refuses_bad_input_with_a_teaching_error(data, kwargs, error, phrase):
+    X, X_val, y, y_val = data
+    arguments = {"X": X, "y": y, "X_val": X_val, "y_val": y_val, "seed": 0, "steps": 2,
+                 "per_device": 4, "world_size": 4, "sync_bn": True, **kwargs}  # fmt: skip
+    with pytest.raises(error, match=phrase):
+        distributed.one_process(**arguments)
+
+
+def test_one_process_refuses_more_steps_than_one_epoch_holds(data):
+    X, X_val, y, y_val = data
+    with pytest.raises(ValueError, match="at most 50 steps"):
+        distributed.one_process(X, y, X_val, y_val, seed=0, steps=51, per_device=4, world_size=4,
+                    sync_bn=True)  # fmt: skip
+    with pytest.raises(ValueError, match="at most 16"):
+        distributed.one_process(X, y, X_val, y_val, seed=0, steps=1, per_device=4, world_size=17,
+                    sync_bn=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "calls", [None, "demo", [("demo", "not a function", {})], [("demo", distributed.demo)]]
+)
+def test_several_refuses_calls_of_the_wrong_shape(calls):
+    with pytest.raises(TypeError, match=r"calls = \[\(name, worker, kwargs\)"):
+        several(0, 1, calls)
+
+
+def test_several_runs_each_worker_in_turn():
+    assert several(0, 1, []) == {}
+    result = several(
+        0, 1, [("a", batch_indices_worker, {"n": 6}), ("b", batch_indices_worker, {"n": 8})]
+    )
+    assert list(result) == ["a", "b"] and result["a"] == (0, 1, 6) and result["b"] == (0, 1, 8)
+
+
+def batch_indices_worker(rank, world_size, n):
+    return rank, world_size, n
+
+
+def test_syncbn_check_needs_one_size_per_rank():
+    with pytest.raises(ValueError, match="one batch size per rank"):
+        syncbn_check(0, 2, [3])
