@@ -152,7 +152,7 @@ def _mixed_bn_hook(batch_size, weight):
 
     def hook(m, args, out):
         x = args[0]
-        if weight < 1 and batch_size * math.prod(x.shape[2:]) == 1:
+        if weight == 0 and batch_size * math.prod(x.shape[2:]) == 1:
             raise ValueError(
                 f"A test batch of {batch_size} sample(s) gives {type(m).__name__} one value "
                 f"per channel: its own variance is 0 and its own mean is the value itself, so "

@@ -70,6 +70,7 @@ def test_every_notebook_with_checks_has_a_solutions_notebook():
         "05_exercises_solutions.ipynb",
         "07_batchnorm_in_cnns_solutions.ipynb",
         "08_backward_by_hand_solutions.ipynb",
+        "11_batchnorm_under_shift_solutions.ipynb",
     ]
     for path in (ROOT / "notebooks").glob("*.ipynb"):
         text = path.read_text(encoding="utf-8")
