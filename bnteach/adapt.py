@@ -70,6 +70,13 @@ def _check_unlabelled(X, what, model):
             f"{tuple(X.shape)}. An empty target set has no statistics to adapt to."
         )
     checks.finite(X, "X", "Adapting to it would fill the statistics with NaN.")
+    if X.dim() == 2 and X.shape[0] == 1 and what != "predict_mixed":
+        raise ValueError(
+            f"X holds one sample of {X.shape[1]} features: a BatchNorm1d layer then has one "
+            f"value per channel, whose variance is 0, so {what} has no statistics to adapt "
+            f"to. Give it at least 2 target samples (images give more: BatchNorm2d pools the "
+            f"pixels of each channel)."
+        )
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
     if weight is not None and weight.dtype != X.dtype:
         raise TypeError(
@@ -211,7 +218,7 @@ def predict_mixed(model, X, batch_size, prior=0.0):
         model.eval()
         with torch.no_grad():
             for part, b in parts:
-                if b == 0:
+                if part.shape[0] == 0:
                     continue
                 w = 1.0 if math.isinf(prior) else prior / (prior + b)
                 hooks = [m.register_forward_hook(_mixed_bn_hook(b, w)) for m in layers]
@@ -263,7 +270,7 @@ def tent(model, X, steps=10, lr=1e-3):
         optimizer = torch.optim.Adam(affine, lr=lr)
         model.eval()
         for m in layers:
-            m.train()
+            m.training = True  # directly: a frozen layer's train() would refuse
         saved = [(m.momentum, m) for m in layers]
         for m in layers:
             m.momentum = 0.0  # normalise with X's statistics; leave the running ones alone

@@ -113,9 +113,13 @@ def mixed_by_hand(net, X, prior):
     batch stats measured with the earlier layers already mixed; then eval mode."""
     net = copy.deepcopy(net).eval()
     w = prior / (prior + X.shape[0])
+    seen = {}
+
+    def keep(mod, args, out):
+        seen["x"] = args[0]
+
     for m in bn_layers(net):
-        seen = {}
-        h = m.register_forward_hook(lambda mod, a, o: seen.__setitem__("x", a[0]) or None)
+        h = m.register_forward_hook(keep)
         with torch.no_grad():
             net(X)
         h.remove()
@@ -199,3 +203,24 @@ def test_tent_moves_only_gamma_and_beta_and_keeps_flags(target):
     assert not net.features[0].weight.requires_grad
     assert all(p.requires_grad for n, p in net.named_parameters() if n != "features.0.weight")
     assert not net.training
+
+
+def test_predict_mixed_with_a_batch_larger_than_X(target):
+    net = trained_like()
+    with torch.no_grad():
+        ref = copy.deepcopy(net).train()(target)
+    torch.testing.assert_close(predict_mixed(net, target, 100, prior=0), ref)
+
+
+def test_tent_on_a_frozen_net_still_normalises_with_the_target_statistics(target):
+    from bnteach.batchnorm import freeze
+
+    net = trained_like()
+    frozen = freeze(copy.deepcopy(net))
+    tent(frozen, target, steps=3, lr=1e-2)
+    plain = copy.deepcopy(net)
+    tent(plain, target, steps=3, lr=1e-2)
+    for a, b in zip(bn_layers(frozen), bn_layers(plain)):
+        torch.testing.assert_close(a.weight, b.weight)
+        assert not a.weight.requires_grad  # the freeze's flags are kept
+    assert not any(m.training for m in bn_layers(frozen))

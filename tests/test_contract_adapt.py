@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from conftest import assert_teaching_error, table
 from torch import nn
 
 from bnteach.adapt import adabn, bn_input_stats, predict_mixed, tent
 from bnteach.cnn import SmallCNN
 from bnteach.data import load_digits, shifted
-from conftest import assert_teaching_error, table
 
 
 def bn_net():
@@ -41,35 +41,80 @@ LABELS = load_digits()[3][:16]
 
 CASES = [
     ("not a model", lambda n, X: lambda: adabn("net", X), TypeError, "nn.Module"),
-    ("no BN: GroupNorm", lambda n, X: lambda: adabn(SmallCNN("group"), X), ValueError,
-     "no BatchNorm layer"),  # fmt: skip
-    ("no BN: plain", lambda n, X: lambda: tent(SmallCNN("none"), X), ValueError,
-     "nothing to adapt"),  # fmt: skip
+    (
+        "no BN: GroupNorm",
+        lambda n, X: lambda: adabn(SmallCNN("group"), X),
+        ValueError,
+        "no BatchNorm layer",
+    ),  # fmt: skip
+    (
+        "no BN: plain",
+        lambda n, X: lambda: tent(SmallCNN("none"), X),
+        ValueError,
+        "nothing to adapt",
+    ),  # fmt: skip
     ("(X, y) instead of X", lambda n, X: lambda: adabn(n, (X, LABELS)), TypeError, "UNLABELLED"),
     ("labels instead of X", lambda n, X: lambda: adabn(n, LABELS), TypeError, "labels"),
     ("numpy", lambda n, X: lambda: adabn(n, X.numpy()), TypeError, "torch tensor"),
     ("empty target", lambda n, X: lambda: adabn(n, X[:0]), ValueError, "empty target"),
     ("NaN in X", lambda n, X: lambda: adabn(n, with_nan(X)), ValueError, "NaN"),
     ("float64 X", lambda n, X: lambda: adabn(n, X.double()), TypeError, "convert"),
-    ("flat rows for a CNN", lambda n, X: lambda: adabn(n, X.flatten(1)), ValueError, "(N, 1, 8, 8)"),
+    (
+        "flat rows for a CNN",
+        lambda n, X: lambda: adabn(n, X.flatten(1)),
+        ValueError,
+        "(N, 1, 8, 8)",
+    ),  # fmt: skip
     ("stats: labels", lambda n, X: lambda: bn_input_stats(n, (X, LABELS)), TypeError, "UNLABELLED"),
     ("mixed: batch 0", lambda n, X: lambda: predict_mixed(n, X, 0), ValueError, "batch_size"),
     ("mixed: batch 2.5", lambda n, X: lambda: predict_mixed(n, X, 2.5), TypeError, "batch_size"),
-    ("mixed: prior NaN", lambda n, X: lambda: predict_mixed(n, X, 4, prior=math.nan), TypeError,
-     "prior"),  # fmt: skip
+    (
+        "mixed: prior NaN",
+        lambda n, X: lambda: predict_mixed(n, X, 4, prior=math.nan),
+        TypeError,
+        "prior",
+    ),  # fmt: skip
     ("mixed: prior -1", lambda n, X: lambda: predict_mixed(n, X, 4, prior=-1), ValueError, ">= 0"),
-    ("mixed: prior '16'", lambda n, X: lambda: predict_mixed(n, X, 4, prior="16"), TypeError,
-     "prior"),  # fmt: skip
-    ("mixed: batch of one, BatchNorm1d", lambda n, X: lambda: predict_mixed(MLP, X.flatten(1), 1),
-     ValueError, "one value per channel"),  # fmt: skip
-    ("mixed: a last batch of one, BatchNorm1d",
-     lambda n, X: lambda: predict_mixed(MLP, X.flatten(1)[:5], 4), ValueError,
-     "one value per channel"),  # fmt: skip
+    (
+        "mixed: prior '16'",
+        lambda n, X: lambda: predict_mixed(n, X, 4, prior="16"),
+        TypeError,
+        "prior",
+    ),  # fmt: skip
+    (
+        "mixed: batch of one, BatchNorm1d",
+        lambda n, X: lambda: predict_mixed(MLP, X.flatten(1), 1),
+        ValueError,
+        "one value per channel",
+    ),  # fmt: skip
+    (
+        "mixed: a last batch of one, BatchNorm1d",
+        lambda n, X: lambda: predict_mixed(MLP, X.flatten(1)[:5], 4),
+        ValueError,
+        "one value per channel",
+    ),  # fmt: skip
+    (
+        "adabn: one flat sample",
+        lambda n, X: lambda: adabn(MLP, X.flatten(1)[:1]),
+        ValueError,
+        "one value per channel",
+    ),  # fmt: skip
+    (
+        "tent: one flat sample",
+        lambda n, X: lambda: tent(MLP, X.flatten(1)[:1]),
+        ValueError,
+        "at least 2",
+    ),  # fmt: skip
     ("tent: steps 0", lambda n, X: lambda: tent(n, X, steps=0), ValueError, "steps"),
     ("tent: lr -1", lambda n, X: lambda: tent(n, X, lr=-1.0), ValueError, "lr"),
-    ("tent: no affine", lambda n, X: lambda: tent(
-        nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False)), X), ValueError,
-     "affine=False"),  # fmt: skip
+    (
+        "tent: no affine",
+        lambda n, X: (
+            lambda: tent(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False)), X)
+        ),
+        ValueError,
+        "affine=False",
+    ),  # fmt: skip
 ]
 
 
