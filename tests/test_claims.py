@@ -143,9 +143,9 @@ def test_the_repository_claims_are_backed():
     assert found == [], "\n".join(found)
 
 
-@pytest.mark.parametrize("ref", sorted(claims.PENDING))
-def test_pending_claims_name_an_existing_notebook(ref):
-    assert list((ROOT / "notebooks").glob(f"{ref[:2]}_*.ipynb")), ref
+def test_pending_claims_name_an_existing_notebook():
+    for ref in claims.PENDING:  # empty when every guide claim has its notebook's marker
+        assert list((ROOT / "notebooks").glob(f"{ref[:2]}_*.ipynb")), ref
 
 
 def test_a_tag_on_its_own_line_belongs_to_the_assert_below_it(tmp_path):

@@ -71,6 +71,7 @@ def test_every_notebook_with_checks_has_a_solutions_notebook():
         "07_batchnorm_in_cnns_solutions.ipynb",
         "08_backward_by_hand_solutions.ipynb",
         "10_batchnorm_across_devices_solutions.ipynb",
+        "11_batchnorm_under_shift_solutions.ipynb",
         "12_batchnorm_and_its_neighbours_solutions.ipynb",
     ]
     for path in (ROOT / "notebooks").glob("*.ipynb"):

@@ -92,20 +92,7 @@ UNCHECKED_SECTIONS = (
 # Each entry: the guide's reference -> the assert that backs it, quoted (the guide's numbers
 # are checked against the quote), and where the marker goes.
 # The check fails when an entry is no longer used by the guide or already resolves.
-PENDING = {
-    "03/eval-one-class": "03, 'Forgetting model.eval()' (cell 32): `one_class.low > 0.2` and "
-    "`max(results[s, 'train'][2] for s in eval_seeds) < 0.7`",
-    "03/momentum-noise": "03, momentum (cell 19): momentum 0.1 against 0.9, `bug > 2 * good`",
-    "03/stale-recalibration": "03, 'Stale statistics' (cell 38): `sum(loss_changes) / 5 > 0.2`",
-    "03/train-step-moves-buffers": "03, freezing (cell 45): `changed > 1e-3`",
-    "03/formula-vs-torch": "03, 'The layer, from its formulas' (cell 6): `max(diffs) < 1e-12`",
-    "03/batch-of-one": "03, 'A batch of one' (cells 26 and 28): the ValueError's message and "
-    "`sizes == [47] * 17`",
-    "03/explorer-shift": "03, the layer explorer's check (cell 61): `layer_state(batch_size=16, "
-    "shift=5.0, ...)`, `moved_train > 0.2 and moved_eval == 0`",
-    "03/explorer-converges": "03, the layer explorer's check (cell 61): momentum 0.1, "
-    "`layer_state(batch_size=16, shift=0.0, training=False, steps=30)`, `err < 0.3`",
-}
+PENDING = {}
 
 
 class Problem(str):

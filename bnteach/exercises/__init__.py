@@ -7,8 +7,8 @@ check decorator), the readers of the learner's answers and the shared re-run hel
 Notebook 05's checks live in ``experiments`` (1, 2, 3, 5), ``batch_size`` (4, 9),
 ``invariance`` (6, 8), ``forward_pass`` (7a, 7b) and ``inference`` (10a, 10b) and are imported
 here, with 05's :func:`progress` and :func:`reset`; notebook 07's in ``cnn``, notebook 08's in
-``backward``, notebook 10's in ``distributed``, notebook 12's in ``neighbours``, each with its
-own ``progress()``.
+``backward``, notebook 10's in ``distributed``, notebook 11's in ``shift``, notebook 12's in
+``neighbours``, each with its own ``progress()``.
 """
 
 from bnteach.exercises import backward as backward  # notebook 08
@@ -16,6 +16,7 @@ from bnteach.exercises import cnn as cnn  # notebook 07
 from bnteach.exercises import distributed as distributed  # notebook 10
 from bnteach.exercises import kit
 from bnteach.exercises import neighbours as neighbours  # notebook 12
+from bnteach.exercises import shift as shift  # notebook 11
 from bnteach.exercises.batch_size import check_batch_size, check_layer_norm
 from bnteach.exercises.experiments import ACTIVATION_NAMES as ACTIVATION_NAMES
 from bnteach.exercises.experiments import (
