@@ -6,8 +6,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("claims", ROOT / "tools" / "claims.py")
 claims = importlib.util.module_from_spec(_spec)
