@@ -294,7 +294,14 @@ def test_comparison_explorer_answers_at_once_and_survives_a_reopen(lab, browser)
     )
     assert widget_errors(page) == 0
     sweep_image = nb.locator(".widget-image").nth(1)  # the learning-rate sweep explorer's
-    sweep_image.scroll_into_view_if_needed()
+    # It computes in the background after its cell ran: on a busy machine (CI runs notebooks
+    # beside this test) its first picture can take a while. Wait for it, then look.
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth > 0",
+        arg=sweep_image.element_handle(timeout=120_000),
+        timeout=300_000,
+    )
+    sweep_image.scroll_into_view_if_needed(timeout=120_000)
     screenshot(page, "04_lrsweep_explorer.png")
     note = nb.locator(".bnteach-rerun").first
     assert not note.is_visible()  # hidden while the explorer is live
