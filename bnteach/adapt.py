@@ -103,15 +103,8 @@ def adabn(model, X):
 
 def _input_stats(layer, x):
     """Per-channel mean and biased variance of a BN layer's input x (N, C, ...): (C,), (C,)."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims)
-    var = ((x - _as_channels(mean, x)) ** 2).mean(dims)
+    var, mean = torch.var_mean(x, [0, *range(2, x.dim())], correction=0)
     return mean, var
-
-
-def _as_channels(t, x):
-    """(C,) -> a shape that broadcasts against x (N, C, ...)."""
-    return t.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 
 def bn_input_stats(model, X):
@@ -169,8 +162,7 @@ def _mixed_bn_hook(batch_size, weight):
             )
         g = x.reshape(-1, batch_size, *x.shape[1:])  # (groups, b, C, ...)
         dims = [1, *range(3, g.dim())]
-        mean = g.mean(dims, keepdim=True)
-        var = ((g - mean) ** 2).mean(dims, keepdim=True)
+        var, mean = torch.var_mean(g, dims, correction=0, keepdim=True)
         shape = (1, 1, -1, *([1] * (g.dim() - 3)))
         mean = weight * m.running_mean.reshape(shape) + (1 - weight) * mean
         var = weight * m.running_var.reshape(shape) + (1 - weight) * var
