@@ -122,14 +122,16 @@ class Progress:
 
     def _repr_html_(self):
         colors = {CORRECT: "#2e7d32", WRONG: "#c62828"}
+        cell = "padding: 2px 1.5em 2px 0; text-align: left"  # a gap between the columns
         rows = "".join(
-            f"<tr><td>{html.escape(title)}</td>"
-            f'<td style="color: {colors.get(self.status(k), "#757575")}">{self.status(k)}</td></tr>'
+            f'<tr><td style="{cell}">{html.escape(title)}</td>'
+            f'<td style="{cell}; color: {colors.get(self.status(k), "#757575")}">'
+            f"{self.status(k)}</td></tr>"
             for k, title in self.exercises.items()
         )
-        return (
-            f"<b>{self._done()}</b><table><tr><th>exercise</th><th>status</th></tr>{rows}</table>"
-        )
+        head = f'<tr><th style="{cell}">exercise</th><th style="{cell}">status</th></tr>'
+        table = '<table style="margin-left: 0">'  # under its heading, not centred
+        return f"<b>{self._done()}</b>{table}{head}{rows}</table>"
 
 
 class Wrong(Exception):

@@ -98,7 +98,7 @@ def _close(got, want, rtol=1e-4):
 # ============================================================================ 11.1 AdaBN
 
 
-@NB.check("11.1", "AdaBN by hand")
+@NB.check("11.1", "AdaBN without hooks")
 def check_adabn_by_hand(adabn_by_hand):
     """adabn_by_hand(net, X) -> a net (the same or a copy) whose BN running statistics are
     those of their input on X, each layer seeing X normalised by the adapted earlier ones."""
