@@ -79,6 +79,22 @@ def whole_number(value, name, minimum=None, example=None):
     return value
 
 
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+
+
+def seed(value, name="seed", minimum=0):
+    """``value`` as an ``int`` that ``torch.manual_seed`` takes: a whole number (a NumPy
+    integer too) ``>= minimum`` (None: torch's lowest) and at most 2**64 - 1."""
+    low = SEED_RANGE[0] if minimum is None else max(minimum, SEED_RANGE[0])
+    value = whole_number(value, name, minimum=low, example=0)
+    if value > SEED_RANGE[1]:
+        raise ValueError(
+            f"{name} must be at most 2**64 - 1 (the largest seed torch.manual_seed takes), "
+            f"got {value}. Any smaller whole number works, e.g. {name}=0."
+        )
+    return value
+
+
 def positive_number(value, name, example=0.01, allow_zero=False):
     """``value`` as a ``float``: a finite real number ``> 0`` (``>= 0`` with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -253,7 +253,7 @@ def train_cnn(model, data, seed, epochs=5, lr=0.01, batch_size=64, drop_last=Fal
     n_classes = head.out_features if isinstance(head, nn.Linear) else 10
     X_train, X_val, y_train, y_val = _check_data(data, n_classes)
     _check_batch_size(batch_size, X_train.shape[0], drop_last)
-    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
+    seed = checks.seed(seed)
     _check_model_dtype(model, X_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History(lr=lr, epochs=epochs)

@@ -49,7 +49,7 @@ def load_data(
             f"noise is the fraction of samples given a random label and must be in [0, 1], "
             f"got {noise!r}."
         )
-    seed = checks.whole_number(seed, "seed", minimum=0, example=42)
+    seed = checks.seed(seed)
     if seed >= 2**32:
         raise ValueError(f"seed must be below 2**32 (scikit-learn's limit), got {seed}.")
     test_size = checks.fraction(test_size, "test_size", example=0.2)
@@ -186,7 +186,7 @@ def make_loaders(
         val_batch_size = checks.whole_number(
             val_batch_size, "val_batch_size", minimum=1, example=64
         )
-    seed = checks.whole_number(seed, "seed", example=0)
+    seed = checks.seed(seed, minimum=None)
     checks.flag(drop_last, "drop_last")
     if drop_last and batch_size > X_train.shape[0]:
         raise ValueError(
@@ -224,7 +224,7 @@ def load_digits(flat=False, test_size=0.2, seed=42):
             f"test_size={test_size!r} leaves fewer than 10 of the 1797 digits on one side of "
             f"the split, too few to hold every class: use a fraction such as 0.2."
         )
-    seed = checks.whole_number(seed, "seed", minimum=0, example=42)
+    seed = checks.seed(seed)
     if seed >= 2**32:
         raise ValueError(f"seed must be below 2**32 (scikit-learn's limit), got {seed}.")
     digits = sklearn_digits()
@@ -258,10 +258,19 @@ _NEEDS_IMAGES = ("blur", "rotation")
 
 
 def _check_shift(X, kind, severity, seed):
-    if not isinstance(kind, str) or kind not in SHIFTS:
+    if not isinstance(kind, str):
+        raise TypeError(
+            f"kind must be a string, one of {list(SHIFTS)}, got {checks.describe(kind)}."
+        )
+    if kind not in SHIFTS:
         raise ValueError(f"kind must be one of {list(SHIFTS)}, got {kind!r}.")
     checks.fraction(severity, "severity", 0.0, MAX_SEVERITY, closed=True, example=1.0)
     checks.tensor(X, "X", floating=True, min_rows=1)
+    if X.dim() not in (2, 4) or X.numel() == 0 or (X.dim() == 4 and X.shape[1] != 1):
+        raise ValueError(
+            f"X must be digits as load_digits() gives them: images (N, 1, H, W) or flat rows "
+            f"(N, features), with no empty dimension; got shape {tuple(X.shape)}."
+        )
     checks.finite(X, "X")
     if kind in _NEEDS_IMAGES and (X.dim() != 4 or X.shape[1] != 1):
         raise ValueError(
@@ -271,8 +280,7 @@ def _check_shift(X, kind, severity, seed):
         )
     if kind == "noise" and seed is None:
         raise ValueError("kind='noise' draws random numbers: give a seed, e.g. seed=0.")
-    if seed is not None:
-        checks.whole_number(seed, "seed", minimum=0, example=0)
+    return None if seed is None else checks.seed(seed)
 
 
 def shifted(X, kind, severity=1.0, seed=None):
@@ -284,7 +292,7 @@ def shifted(X, kind, severity=1.0, seed=None):
     Pure: ``X`` is not changed. Blur and rotation use ``scipy.ndimage`` (edges: the nearest
     pixel, so the background stays background).
     """
-    _check_shift(X, kind, severity, seed)
+    seed = _check_shift(X, kind, severity, seed)
     if severity == 0:
         return X.clone()
     if kind == "offset":

@@ -638,7 +638,7 @@ def bn_scale_response(weight, x, scales, eps=0.0, seed=None):
         )
     scales = _positive_list(scales, "scales", "[1, 10, 100]")
     eps = checks.positive_number(eps, "eps", example=1e-5, allow_zero=True)
-    seed = seeds(1)[0] if seed is None else checks.whole_number(seed, "seed", example=0)
+    seed = seeds(1)[0] if seed is None else checks.seed(seed, minimum=None)
     g = torch.Generator().manual_seed(seed)
     R = torch.randn(x.shape[0], weight.shape[0], generator=g, dtype=x.dtype).to(x.device)
 

@@ -40,7 +40,7 @@ def _layer_check(batch_size, momentum, steps, training, shift=0.0, seed=None):
     checks.flag(training, "training")
     checks.finite_number(shift, "shift (added to sample 0)", example=3.0)
     if seed is not None:
-        checks.whole_number(seed, "seed", minimum=0, example=0)
+        checks.seed(seed)
     checks.whole_number(batch_size, "batch_size", minimum=1, example=16)
     checks.whole_number(steps, "steps", example=10)
     if not 0 <= steps <= LAYER_MAX_STEPS:
@@ -69,7 +69,7 @@ def layer_batches(batch_size, steps, seed=None):
     checks.whole_number(batch_size, "batch_size", minimum=1, example=16)
     checks.whole_number(steps, "steps", minimum=0, example=10)
     if seed is not None:
-        checks.whole_number(seed, "seed", minimum=0, example=0)
+        seed = checks.seed(seed)
     g = torch.Generator().manual_seed(default_seeds(1)[0] if seed is None else seed)
     z = torch.randn(steps + 1, batch_size, LAYER_FEATURES, generator=g, dtype=torch.float64)
     return z * LAYER_POP_STD + LAYER_POP_MEAN

@@ -404,7 +404,7 @@ def train_model(model, train_loader, val_loader, epochs=25, lr=0.01, verbose=Tru
     epochs = check_epochs(epochs)
     checks.flag(verbose, "verbose")
     if seed is not None:
-        seed = checks.whole_number(seed, "seed", example=0)
+        seed = checks.seed(seed, minimum=None)
     n_features = _check_loader(model, train_loader, "train_loader")
     _check_loader(model, val_loader, "val_loader", reference=("train_loader", n_features))
     if _bn_trains(model):

@@ -217,6 +217,8 @@ def test_valid_inputs_still_work():
     train, val = make_loaders(X, X[:4], Y, Y[:4], batch_size=4, drop_last=True)
     assert len(train) == 2 and len(val) == 1
     assert load_data(n_samples=np.int64(50), seed=np.int32(1))[0].shape == (40, 20)
+    noisy = shifted(DIGITS, "noise", seed=np.int64(3))  # a NumPy seed is a seed
+    assert torch.equal(noisy, shifted(DIGITS, "noise", seed=3))
 
 
 DIGITS = load_digits()[1][:8]
@@ -228,7 +230,11 @@ SHIFT_CASES = [
     ("digits test_size '0.2'", lambda: load_digits(test_size="0.2"), TypeError, "test_size"),
     ("digits test_size 0.001", lambda: load_digits(test_size=0.001), ValueError, "fewer than 10"),
     ("shift kind unknown", lambda: shifted(DIGITS, "fog"), ValueError, "'offset', 'contrast'"),
-    ("shift kind None", lambda: shifted(DIGITS, None), ValueError, "kind must be one of"),
+    ("shift kind None", lambda: shifted(DIGITS, None), TypeError, "kind must be a string"),
+    ("shift 1-D X", lambda: shifted(DIGITS.flatten(), "offset"), ValueError, "(N, 1, H, W)"),
+    ("shift 5-D X", lambda: shifted(DIGITS[None], "noise", seed=0), ValueError, "load_digits"),
+    ("shift empty rows", lambda: shifted(DIGITS[:, :, :0], "blur"), ValueError, "no empty"),
+    ("noise seed 2**64", lambda: shifted(DIGITS, "noise", seed=2**64), ValueError, "2**64 - 1"),
     ("severity nan", lambda: shifted(DIGITS, "blur", math.nan), ValueError, "severity"),
     ("severity -1", lambda: shifted(DIGITS, "offset", -1.0), ValueError, "severity"),
     ("severity 9", lambda: shifted(DIGITS, "offset", 9.0), ValueError, "severity"),
