@@ -800,9 +800,10 @@ def _check_recalibrated(layers, named):
                 raise ValueError(
                     f"After the pass, {named.get(m, type(m).__name__)}.{key} would hold NaN "
                     f"or infinity in channel(s) {_channel_list(bad)}, although the data is "
-                    f"finite: the layers in front of it output NaN or infinity (weights that "
-                    f"diverged?). Check the model's parameters with "
-                    f"[n for n, p in model.named_parameters() if not p.isfinite().all()]."
+                    f"finite: the layers in front of it output NaN or infinity. Either they have "
+                    f"weights that diverged (check [n for n, p in model.named_parameters() if "
+                    f"not p.isfinite().all()]) or the data are so large that their statistics "
+                    f"overflow (standardize them first)."
                 )
 
 
@@ -851,6 +852,8 @@ def recalibrate(model, loader):
     - With one batch holding the whole set, both are exactly the population statistics
       (running_var the unbiased population variance, divided by n - 1).
 
+    GhostBatchNorm1d and BatchRenorm1d layers collect BatchNorm's statistics of each whole
+    batch (not of chunks, and without renorm's correction): their eval mode is BatchNorm's.
     Training flags and momentum are restored exactly. If any batch fails (a wrong shape,
     dtype, a batch of one, an empty batch, NaN or infinity in the data), or the statistics
     come out NaN or infinite (a model whose weights diverged), the model is left exactly as it
@@ -887,6 +890,8 @@ def recalibrate(model, loader):
             m.reset_running_stats()
             m.momentum = None
             m.training = True
+            if isinstance(m, _VARIANTS):  # collect BN's statistics of the whole batch
+                m.forward = functools.partial(_BatchNormBase.forward, m)
         with torch.no_grad():
             for index, batch in enumerate(loader):
                 x = _batch_input(batch, index)
@@ -911,6 +916,8 @@ def recalibrate(model, loader):
             m.training = training
         for m, momentum in momenta.items():
             m.momentum = momentum
+            if isinstance(m, _VARIANTS):
+                vars(m).pop("forward", None)
     return model
 
 
@@ -1027,9 +1034,23 @@ class GhostBatchNorm1d(_BatchNormBase):
         """input (N, C) or (N, C, L) -> the same shape; chunks of ``virtual_batch_size`` rows."""
         if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
             return super().forward(input)  # eval mode, and the base's teaching errors
-        chunks = input.split(self.virtual_batch_size)
-        for chunk in chunks:  # every chunk checked before anything is updated
-            _check_spread(chunk)
+        name = type(self).__name__
+        _check_tensor(input, name)
+        _check_rank(input, self._ranks, name)
+        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
+        v = checks.whole_number(
+            self.virtual_batch_size, "virtual_batch_size (rows per device)", minimum=2, example=16
+        )
+        if input.shape[0] == 0:
+            return super().forward(input)  # an empty batch: an empty output, nothing counted
+        chunks = input.split(v)
+        if chunks[-1].numel() == chunks[-1].shape[1]:  # every chunk checked before any update
+            raise ValueError(
+                f"Expected more than 1 value per channel when training: {name} with "
+                f"virtual_batch_size={v} cuts a batch of {input.shape[0]} rows into chunks of "
+                f"{v}, and the last chunk holds 1 row, whose variance is 0. Use a batch size "
+                f"that leaves no chunk of one row (a multiple of {v}, or drop_last=True)."
+            )
         # The other chunks first (they update nothing), chunk 0 last: a chunk that fails
         # leaves the running statistics as they were.
         rest = [
@@ -1045,7 +1066,7 @@ class GhostBatchNorm1d(_BatchNormBase):
 def _check_limit(value, name, low, example):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number such as {example}, got {checks.describe(value)}.")
-    value = float(value)
+    value = checks.finite_number(value, name, example=example)
     if not (math.isfinite(value) and value >= low):  # NaN fails too
         raise ValueError(
             f"{name} must be a finite number >= {low:g} (such as {example}), got {value!r}. "
@@ -1091,12 +1112,18 @@ class BatchRenorm1d(_BatchNormBase):
         """input (N, C) or (N, C, L) -> the same shape."""
         if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
             return super().forward(input)  # eval mode, and the base's teaching errors
+        self._check_settings()
         name = type(self).__name__
         _check_tensor(input, name)
         _check_rank(input, self._ranks, name)
         _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
-        _check_dtypes(input, [("weight", self.weight), ("running_var", self.running_var)])
+        state = [(k, getattr(self, k)) for k in _PER_CHANNEL]
+        _check_dtypes(input, state)
+        if input.numel() == 0:  # no statistics: nothing normalized, nothing counted
+            return input.clone()
         _check_spread(input)
+        if _values_checkable(input):  # sigma = sqrt(running_var + eps) must be a number
+            _check_finite_state(state, eval_var=self.running_var)
         x = input.to(_compute_dtype(input.dtype))
         mean_b, var_b = _batch_stats(x)
         if _values_checkable(input):  # skipped while compiling (see the module docstring)
@@ -1116,9 +1143,26 @@ class BatchRenorm1d(_BatchNormBase):
             m = self.momentum
             self.running_mean.copy_(self.running_mean + m * (mean_b - self.running_mean))
             new_sigma = sigma + m * (sigma_b.detach() - sigma)
-            self.running_var.copy_(new_sigma * new_sigma - self.eps)
+            # sigma >= sqrt(eps), so this is >= 0 but for rounding (a constant channel)
+            self.running_var.copy_((new_sigma * new_sigma - self.eps).clamp_min(0))
             self.num_batches_tracked.add_(1)
         return out.to(input.dtype)
 
+    def _check_settings(self):
+        """The settings a training step uses, checked again: they may be set after __init__."""
+        checks.flag(self.training, "BatchRenorm1d.training (set it with .train() or .eval())")
+        _check_eps(self.eps)
+        if self.momentum is None:
+            raise ValueError(
+                "BatchRenorm1d needs a float momentum such as 0.1 in training: its running "
+                "statistics are moving averages (momentum=None is BatchNorm's cumulative one)."
+            )
+        checks.momentum(self.momentum)
+        _check_limit(self.r_max, "r_max", 1.0, 3.0)
+        _check_limit(self.d_max, "d_max", 0.0, 5.0)
+
     def extra_repr(self):
         return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
+
+
+_VARIANTS = (GhostBatchNorm1d, BatchRenorm1d)  # recalibrate collects BN's statistics in them

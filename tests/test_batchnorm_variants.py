@@ -191,3 +191,95 @@ def test_renorm_leaves_its_buffers_alone_when_a_batch_fails():
 def test_renorm_rejects_bad_settings(kwargs, error, phrase):
     with pytest.raises(error, match=phrase):
         BatchRenorm1d(3, **kwargs)
+
+
+def unchanged(layer, before):
+    """Every entry of layer.state_dict() as in before (NaN where it was NaN)."""
+    return all(
+        torch.allclose(before[k], v, rtol=0, atol=0, equal_nan=True)
+        if v.is_floating_point()
+        else torch.equal(before[k], v)
+        for k, v in layer.state_dict().items()
+    )
+
+
+@pytest.mark.parametrize(
+    "attribute, value, error, phrase",
+    [
+        ("eps", 0.0, ValueError, "eps must be positive"),
+        ("eps", -1.0, ValueError, "eps must be positive"),
+        ("momentum", 5.0, ValueError, "momentum"),
+        ("momentum", None, ValueError, "float momentum"),
+        ("r_max", 0.5, ValueError, "r_max"),
+        ("d_max", math.nan, ValueError, "d_max"),
+        ("training", "yes", TypeError, "training"),
+    ],
+)
+def test_renorm_checks_settings_changed_after_it_was_built(attribute, value, error, phrase):
+    layer = BatchRenorm1d(3).double()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    setattr(layer, attribute, value)
+    with pytest.raises(error, match=phrase):
+        layer(batch(6))
+    assert unchanged(layer, before)
+
+
+@pytest.mark.parametrize("key", ["running_var", "running_mean", "weight"])
+@pytest.mark.parametrize("value", [math.nan, -4.0])
+def test_renorm_refuses_a_broken_state_in_training_as_in_eval(key, value):
+    layer = BatchRenorm1d(3).double()
+    with torch.no_grad():
+        getattr(layer, key)[1] = value
+    if value < 0 and key != "running_var":
+        layer(batch(6))  # a negative mean or weight is a state like any other
+        return
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    with pytest.raises(ValueError, match=key):
+        layer(batch(6))
+    with pytest.raises(ValueError, match=key):
+        layer.eval()(batch(6))
+    assert unchanged(layer, before)
+
+
+def test_renorm_on_an_empty_batch_returns_it_and_counts_nothing():
+    layer = BatchRenorm1d(3).double()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    out = layer(batch(6)[:0])
+    assert out.shape == (0, 3) and unchanged(layer, before)
+
+
+def test_renorm_limit_too_large_for_a_float_is_a_teaching_error():
+    with pytest.raises(ValueError, match="r_max"):
+        BatchRenorm1d(3, r_max=10**400)
+
+
+def test_ghost_names_its_chunks_when_the_last_holds_one_row():
+    with pytest.raises(ValueError, match="virtual_batch_size=4.*last chunk holds 1 row"):
+        GhostBatchNorm1d(3, 4).double()(batch(5))
+
+
+def test_ghost_names_itself_for_a_wrong_channel_count_or_rank():
+    ghost = GhostBatchNorm1d(3, 4).double()
+    with pytest.raises(ValueError, match=r"GhostBatchNorm1d\(4\)"):
+        ghost(torch.randn(8, 4, dtype=f64))
+    with pytest.raises(ValueError, match="GhostBatchNorm1d expects"):
+        ghost(torch.randn(8, 3, 2, 2, dtype=f64))
+    ghost.virtual_batch_size = 0
+    with pytest.raises(ValueError, match="virtual_batch_size"):
+        ghost(batch(8))
+
+
+@pytest.mark.parametrize(
+    "layer", [GhostBatchNorm1d(3, 4).double(), BatchRenorm1d(3).double()], ids=["ghost", "renorm"]
+)
+def test_recalibrate_gives_variants_batchnorms_statistics_of_the_whole_batch(layer):
+    from bnteach.batchnorm import recalibrate
+
+    model = nn.Sequential(nn.Linear(3, 3).double(), layer)
+    x = batch(16, seed=5)
+    recalibrate(model, [(x,)])
+    h = model[0](x).detach()
+    torch.testing.assert_close(layer.running_mean, h.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(layer.running_var, h.var(0), rtol=0, atol=1e-12)
+    assert layer.momentum is not None and "forward" not in vars(layer)
+    layer.train()(batch(8))  # its own forward again
