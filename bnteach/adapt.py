@@ -19,6 +19,7 @@ that changes a model changes it in place and returns it; if it fails, the model 
 exactly as it was.
 """
 
+import contextlib
 import copy
 import math
 import numbers
@@ -86,6 +87,24 @@ def _check_unlabelled(X, what, model):
     return X
 
 
+@contextlib.contextmanager
+def _fits(X, what):
+    """Turn torch's error for an X the model cannot take (a shape mismatch deep inside a
+    layer) into a teaching error; bnteach's own errors (ValueError, TypeError) pass."""
+    try:
+        yield
+    except (ValueError, TypeError):
+        raise
+    except (RuntimeError, IndexError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"{what}: the model cannot run on X of shape {tuple(X.shape)} (torch says: "
+            f"{first}). Give X in the form the model was trained on: e.g. images (N, 1, 8, 8) "
+            f"for SmallCNN, rows (N, 64) for an MLP on the flat digits. The model was left as "
+            f"it was."
+        ) from None
+
+
 def adabn(model, X):
     """AdaBN: every BN layer's running statistics re-estimated on the unlabelled X.
 
@@ -97,7 +116,8 @@ def adabn(model, X):
     Returns model (in eval mode, ready to predict)."""
     _check_model(model, "adabn")
     _check_unlabelled(X, "adabn", model)
-    recalibrate(model, [(X,)])
+    with _fits(X, "adabn"):
+        recalibrate(model, [(X,)])
     return model.eval()
 
 
@@ -125,15 +145,29 @@ def bn_input_stats(model, X):
     hooks = [m.register_forward_hook(record) for m in layers]
     flags = {m: m.training for m in model.modules()}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _fits(X, "bn_input_stats"):
             model.eval()(X)
     finally:
         for h in hooks:
             h.remove()
         for m, flag in flags.items():
             m.training = flag
+    named = {m: name for name, m in model.named_modules()}
     out = []
     for m in layers:
+        if m not in seen:
+            raise ValueError(
+                f"bn_input_stats: the BN layer {named[m]!r} is part of the model but its "
+                f"forward pass never used it, so it saw no input to measure."
+            )
+        bad = ~(torch.isfinite(m.running_mean) & torch.isfinite(m.running_var))
+        if bool((bad | (m.running_var <= 0)).any()):
+            raise ValueError(
+                f"bn_input_stats: {named[m]!r} has a running_var that is 0, negative or not "
+                f"finite (or a running_mean that is not finite), so a shift in units of its "
+                f"standard deviation and a variance ratio are undefined. Were its running "
+                f"statistics ever learnt (recalibrate(model, ...) on training data)?"
+            )
         mean, var = _input_stats(m, seen[m])
         out.append(
             {
@@ -168,7 +202,9 @@ def _mixed_bn_hook(batch_size, weight):
         var = weight * m.running_var.reshape(shape) + (1 - weight) * var
         y = (g - mean) / (var + m.eps).sqrt()
         if m.weight is not None:
-            y = y * m.weight.reshape(shape) + m.bias.reshape(shape)
+            y = y * m.weight.reshape(shape)
+        if m.bias is not None:
+            y = y + m.bias.reshape(shape)
         return y.reshape(x.shape)
 
     return hook
@@ -215,7 +251,8 @@ def predict_mixed(model, X, batch_size, prior=0.0):
                 w = 1.0 if math.isinf(prior) else prior / (prior + b)
                 hooks = [m.register_forward_hook(_mixed_bn_hook(b, w)) for m in layers]
                 try:
-                    outs.append(model(part))
+                    with _fits(X, "predict_mixed"):
+                        outs.append(model(part))
                 finally:
                     for h in hooks:
                         h.remove()
@@ -227,6 +264,13 @@ def predict_mixed(model, X, batch_size, prior=0.0):
 
 def _entropy(logits):
     """Mean Shannon entropy (nats) of softmax(logits) over the rows of logits (N, classes)."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"tent minimises the entropy of the predicted class probabilities, softmax over "
+            f"the classes, so it needs logits of shape (N, classes) with at least 2 classes; "
+            f"the model gives shape {tuple(logits.shape)}. (With one output per sample, "
+            f"softmax is always 1 and its entropy 0: nothing to minimise.)"
+        )
     logp = F.log_softmax(logits, dim=1)
     return -(logp.exp() * logp).sum(1).mean()
 
@@ -268,7 +312,9 @@ def tent(model, X, steps=10, lr=1e-3):
             m.momentum = 0.0  # normalise with X's statistics; leave the running ones alone
         try:
             for _ in range(steps):
-                loss = _entropy(model(X))
+                with _fits(X, "tent"):
+                    logits = model(X)
+                loss = _entropy(logits)
                 entropies.append(loss.item())
                 optimizer.zero_grad()
                 loss.backward()

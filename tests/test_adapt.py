@@ -224,3 +224,27 @@ def test_tent_on_a_frozen_net_still_normalises_with_the_target_statistics(target
         torch.testing.assert_close(a.weight, b.weight)
         assert not a.weight.requires_grad  # the freeze's flags are kept
     assert not any(m.training for m in bn_layers(frozen))
+
+
+def test_predict_mixed_with_a_bn_without_shift_is_its_train_mode_forward():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5, bias=False), nn.ReLU(), nn.Linear(5, 3))
+    net = net.double().eval()
+    X = torch.randn(12, 6, dtype=torch.float64)
+    with torch.no_grad():
+        oracle = torch.cat([copy.deepcopy(net).train()(b) for b in X.split(4)])
+    torch.testing.assert_close(predict_mixed(net, X, 4, prior=0), oracle, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["ghost", "renorm"])
+def test_adabn_on_ghost_or_renorm_layers_gives_the_statistics_of_all_of_X(norm):
+    from bnteach.models import MLP
+
+    torch.manual_seed(0)
+    extra = {"virtual_batch_size": 4} if norm == "ghost" else {}
+    net = MLP(6, (5,), norm=norm, output_size=3, **extra).double()
+    X = torch.randn(20, 6, dtype=torch.float64) * 2 + 1
+    adabn(net, X)
+    bn, h = net.network[1], net.network[0](X).detach()
+    torch.testing.assert_close(bn.running_mean, h.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, h.var(0), rtol=0, atol=1e-12)

@@ -115,7 +115,58 @@ CASES = [
         ValueError,
         "affine=False",
     ),  # fmt: skip
+    (
+        "MLP: rows of the wrong width",
+        lambda n, X: lambda: adabn(MLP, X.flatten(1)[:, :10]),
+        ValueError,
+        "cannot run on X of shape (16, 10)",
+    ),  # fmt: skip
+    (
+        "mixed: rows of the wrong width",
+        lambda n, X: lambda: predict_mixed(MLP, X.flatten(1)[:, :10], 4),
+        ValueError,
+        "cannot run on X",
+    ),  # fmt: skip
+    (
+        "tent: one output per sample",
+        lambda n, X: lambda: tent(nn.Sequential(MLP, nn.Linear(10, 1)), X.flatten(1)),
+        ValueError,
+        "at least 2 classes",
+    ),  # fmt: skip
+    (
+        "stats: running_var 0",
+        lambda n, X: lambda: bn_input_stats(zero_var(MLP), X.flatten(1)),
+        ValueError,
+        "running_var that is 0",
+    ),  # fmt: skip
+    (
+        "stats: a BN layer never used",
+        lambda n, X: lambda: bn_input_stats(with_spare_bn(), X.flatten(1)),
+        ValueError,
+        "never used it",
+    ),  # fmt: skip
 ]
+
+
+def zero_var(model):
+    model = copy.deepcopy(model)
+    model[1].running_var[2] = 0.0
+    return model
+
+
+class _Spare(nn.Module):
+    """MLP with a BN layer its forward never calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.spare = copy.deepcopy(MLP), nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def with_spare_bn():
+    return _Spare().eval()
 
 
 @table(CASES)
@@ -136,8 +187,17 @@ def state(net):
         lambda n, X: tent(n, X.flatten(1)),
         lambda n, X: tent(n, X, steps=3, lr=1e30),  # diverges: NaN entropies
         lambda n, X: bn_input_stats(n, X[:, :, :4]),
+        lambda n, X: tent(nn.Sequential(n, nn.Linear(10, 1)), X),  # one output: no classes
     ],
-    ids=["adabn NaN", "adabn shape", "mixed shape", "tent shape", "tent diverges", "stats shape"],
+    ids=[
+        "adabn NaN",
+        "adabn shape",
+        "mixed shape",
+        "tent shape",
+        "tent diverges",
+        "stats shape",
+        "tent no classes",
+    ],  # fmt: skip
 )
 def test_a_failing_call_leaves_the_model_as_it_was(X, fail):
     net = bn_net()
