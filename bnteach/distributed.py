@@ -61,7 +61,13 @@ from torch.nn.parallel import DistributedDataParallel
 from bnteach import checks
 from bnteach.batchnorm import BatchNorm1d as _ScratchBatchNorm1d
 from bnteach.batchnorm import BatchNorm2d as _ScratchBatchNorm2d
-from bnteach.batchnorm import ChannelMismatchError, DtypeMismatchError, bn_layers
+from bnteach.batchnorm import (
+    BatchRenorm1d,
+    ChannelMismatchError,
+    DtypeMismatchError,
+    GhostBatchNorm1d,
+    bn_layers,
+)
 from bnteach.models import MLP
 from bnteach.stats import seeds
 
@@ -321,6 +327,9 @@ def _stop(procs, grace):
         proc.join()
 
 
+MAX_TIMEOUT = 86400.0  # seconds: longer waits overflow the clocks that time them
+
+
 def launch(fn, world_size, *args, timeout=60, **kwargs):
     """Run ``fn(rank, world_size, *args, **kwargs)`` in ``world_size`` processes; return the
     list of their return values, in rank order.
@@ -344,6 +353,11 @@ def launch(fn, world_size, *args, timeout=60, **kwargs):
     """
     world_size = _check_world_size(world_size)
     timeout = checks.positive_number(timeout, "timeout", example=60)
+    if timeout > MAX_TIMEOUT:
+        raise ValueError(
+            f"timeout must be at most {MAX_TIMEOUT:g} s (a day), got {timeout:g}: it is how "
+            f"long launch waits for the processes before it ends them, e.g. timeout=60."
+        )
     _check_fn(fn)
     payload = _pack(fn, args, kwargs)
     context = multiprocessing.get_context("spawn")
@@ -515,6 +529,24 @@ class SyncBatchNorm(_BatchNorm):
         num_features = checks.whole_number(num_features, "num_features", minimum=1, example=64)
         checks.momentum(momentum)
         checks.positive_number(eps, "eps", example=1e-5)
+        for name, value in (
+            ("affine", affine),
+            ("track_running_stats", track_running_stats),
+            ("bias", bias),
+        ):
+            checks.flag(value, name)  # torch reads any truthy value: 'False' would be True
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(
+                f"dtype must be a floating-point torch dtype such as torch.float64 (or None), "
+                f"got {checks.describe(dtype)}: BN's statistics and parameters are fractions."
+            )
+        if device is not None:
+            checks.device(device)
+        if process_group is not None and not isinstance(process_group, dist.ProcessGroup):
+            raise TypeError(
+                f"process_group must be None (every rank) or a group made by "
+                f"torch.distributed.new_group(ranks), got {checks.describe(process_group)}."
+            )
         extra = {} if bias else {"bias": False}  # torch >= 2.13 only knows bias=
         super().__init__(
             num_features, eps, momentum, affine, track_running_stats, device, dtype, **extra
@@ -542,9 +574,12 @@ class SyncBatchNorm(_BatchNorm):
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"SyncBatchNorm expects a torch.Tensor, got {checks.describe(input)}.")
         self._check_input_dim(input)
+        checks.flag(self.training, "SyncBatchNorm.training (set it with .train() or .eval())")
+        checks.momentum(self.momentum)
+        checks.positive_number(self.eps, "eps", example=1e-5)
         group = self._group() if self.training else None
         if group is None:
-            return super().forward(input)  # plain batch norm, as torch's SyncBatchNorm does
+            return self._local_forward(input)  # plain batch norm, as torch's SyncBatchNorm does
         self._check_layers_agree(group)
         n, mean, var = self._global_statistics(input, group)
         if self.track_running_stats:
@@ -556,6 +591,34 @@ class SyncBatchNorm(_BatchNorm):
         return _SyncBatchNormFunction.apply(
             input, self.weight, self.bias, mean, var, self.eps, n, group
         )
+
+    def _local_forward(self, input):
+        """torch's plain batch norm on this process's batch, with two guards torch lacks: an
+        input that does not fit gets a teaching error, and a call that fails (or would leave
+        NaN or infinity in the running statistics) leaves every buffer as it was."""
+        problem = _input_problem(input, self)
+        if problem is not None:
+            kind, text = problem
+            raise kind(f"SyncBatchNorm: the input of shape {tuple(input.shape)} {text}.")
+        buffers = [b for b in (self.running_mean, self.running_var, self.num_batches_tracked)
+                   if b is not None] if self.training else []  # fmt: skip
+        saved = [b.clone() for b in buffers]
+        try:
+            out = super().forward(input)
+            if buffers and not all(bool(b.isfinite().all()) for b in buffers[:2]):
+                raise ValueError(
+                    f"SyncBatchNorm: the batch (input of shape {tuple(input.shape)}) has "
+                    f"statistics that are NaN or infinite (NaN or infinity in the data, or "
+                    f"values so large that their variance overflows): blending them in would "
+                    f"spoil the running statistics for good, so they were left as they were. "
+                    f"Find where the NaN comes from, or standardize the data."
+                )
+        except Exception:
+            with torch.no_grad():
+                for b, old in zip(buffers, saved):
+                    b.copy_(old)
+            raise
+        return out
 
     def _check_layers_agree(self, group):
         """Once per group: every rank's layer must have the same num_features, or the sums
@@ -650,6 +713,18 @@ def convert_sync_batchnorm(module, process_group=None):
             f"convert_sync_batchnorm needs an nn.Module (a model or a layer), got "
             f"{checks.describe(module)}."
         )
+    for name, m in module.named_modules():  # before anything changes
+        if isinstance(m, (GhostBatchNorm1d, BatchRenorm1d)):
+            raise TypeError(
+                f"convert_sync_batchnorm: {name or 'the module'} is a {type(m).__name__}, "
+                f"which has no synchronised version here (ghost BN stands in for per-device BN "
+                f"in one process; renorm corrects BN's statistics). Build the model with "
+                f"norm='batch' and convert that; nothing was changed."
+            )
+    return _convert(module, process_group)
+
+
+def _convert(module, process_group):
     converted = module
     if isinstance(module, _CONVERTIBLE):
         like = module.running_mean if module.running_mean is not None else module.weight
@@ -671,7 +746,7 @@ def convert_sync_batchnorm(module, process_group=None):
         converted.num_batches_tracked = module.num_batches_tracked
         converted.training = module.training
     for name, child in module.named_children():
-        converted.add_module(name, convert_sync_batchnorm(child, process_group))
+        converted.add_module(name, _convert(child, process_group))
     return converted
 
 
@@ -688,7 +763,7 @@ def batch_indices(n_samples, global_batch, steps, seed):
     n_samples = checks.whole_number(n_samples, "n_samples", minimum=1, example=800)
     global_batch = checks.whole_number(global_batch, "global_batch", minimum=1, example=16)
     steps = checks.whole_number(steps, "steps", minimum=1, example=10)
-    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
+    seed = checks.seed(seed)
     if global_batch > n_samples:
         raise ValueError(
             f"a global batch of {global_batch} samples needs at least as many samples, got "
@@ -976,6 +1051,19 @@ def torch_syncbn_on_cpu(rank, world_size, channels=3):
     return {"error": None, "explanation": TORCH_SYNCBN_ON_CPU}
 
 
+def _check_split(X, y, x_name, y_name, min_rows):
+    """X (n, F) floating and finite, y (n, 1) binary labels, with the same n."""
+    checks.tensor(X, x_name, dims=2, min_rows=min_rows)
+    checks.finite(X, x_name)
+    checks.tensor(y, y_name, dims=2)
+    if y.shape != (X.shape[0], 1):
+        raise ValueError(
+            f"{y_name} must have shape (n, 1), one label per row of {x_name} (n = "
+            f"{X.shape[0]}), got {tuple(y.shape)}."
+        )
+    checks.binary_labels(y, y_name)
+
+
 def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync_bn, lr=0.01):
     """What :func:`ddp_train` (``bias=False``, float64) trains in ``world_size`` processes,
     trained in ONE process by the collection's engine, ``bnteach.sweep.run``.
@@ -1000,8 +1088,13 @@ def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync
             "cannot do in training (its variance is 0). Use at least 2 samples per device, or "
             "sync_bn=True (SyncBN normalises over every device's samples)."
         )
-    checks.tensor(X, "X", dims=2, min_rows=2)
-    checks.tensor(y, "y", dims=2)
+    _check_split(X, y, "X", "y", min_rows=2)
+    _check_split(X_val, y_val, "X_val", "y_val", min_rows=1)
+    if X_val.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}: pass the validation "
+            f"split of the same data."
+        )
     global_batch = per_device * world_size
     rows = batch_indices(len(X), global_batch, steps, seed).flatten()
     if len(set(rows.tolist())) != len(rows):

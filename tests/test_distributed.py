@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -517,6 +518,11 @@ def test_state_dict_moves_between_batchnorm_and_syncbn():
         ({"num_features": 2.0}, TypeError),
         ({"num_features": C, "momentum": 0.9 + 0.2}, ValueError),
         ({"num_features": C, "eps": 0}, ValueError),
+        ({"num_features": C, "affine": "False"}, TypeError),
+        ({"num_features": C, "track_running_stats": "no"}, TypeError),
+        ({"num_features": C, "bias": "no"}, TypeError),
+        ({"num_features": C, "dtype": torch.long}, TypeError),
+        ({"num_features": C, "process_group": 5}, TypeError),
     ],
 )
 def test_syncbn_rejects_bad_settings(kwargs, error):
@@ -531,8 +537,39 @@ def test_syncbn_rejects_bad_input(bad):
 
 
 def test_a_global_batch_of_one_value_in_one_process_is_batchnorms_error():
+    layer = SyncBatchNorm(C)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
-        SyncBatchNorm(C)(torch.randn(1, C))
+        layer(torch.randn(1, C))
+    assert int(layer.num_batches_tracked) == 0  # torch's counts the failed call; ours not
+
+
+@pytest.mark.parametrize(
+    "bad, error, phrase",
+    [
+        (torch.randn(6, C + 1), ValueError, "channels"),
+        (torch.randn(6, C, dtype=torch.float64), TypeError, "dtype"),
+        (torch.tensor([[math.nan] * C] * 6), ValueError, "NaN or infinite"),
+        (torch.full((6, C), 1e30) * torch.arange(6.0)[:, None], ValueError, "overflows"),
+    ],
+    ids=["channels", "dtype", "NaN", "overflow"],
+)
+def test_outside_a_group_a_failing_call_leaves_every_buffer_as_it_was(bad, error, phrase):
+    layer = SyncBatchNorm(C)
+    layer(torch.randn(6, C))
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    with pytest.raises(error, match=phrase):
+        layer(bad)
+    assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
+
+
+def test_settings_changed_after_building_are_checked():
+    layer = SyncBatchNorm(C)
+    layer.momentum = 5.0
+    with pytest.raises(ValueError, match="momentum"):
+        layer(torch.randn(6, C))
+    layer.momentum, layer.training = 0.1, "yes"
+    with pytest.raises(TypeError, match="training"):
+        layer(torch.randn(6, C))
 
 
 # ----------------------------------------------------------------------------- convert
@@ -585,6 +622,16 @@ def test_convert_a_single_layer_returns_a_new_one():
     sync = convert_sync_batchnorm(bn, process_group=None)
     assert isinstance(sync, SyncBatchNorm) and sync is not bn
     assert sync.running_mean is None and sync.bias is None and sync.weight is bn.weight
+
+
+@pytest.mark.parametrize("norm", ["ghost", "renorm"])
+def test_convert_refuses_ghost_and_renorm_and_changes_nothing(norm):
+    extra = {"virtual_batch_size": 4} if norm == "ghost" else {}
+    model = MLP(5, (8, 8), norm=norm, **extra)
+    before = [type(m) for m in model.modules()]
+    with pytest.raises(TypeError, match="no synchronised version"):
+        convert_sync_batchnorm(model)
+    assert [type(m) for m in model.modules()] == before
 
 
 def test_convert_rejects_a_non_module():
@@ -778,6 +825,7 @@ def test_bad_input_is_refused_before_any_process_starts():
         (dict(fn=several, world_size=2, timeout=-1), ValueError, "timeout"),
         (dict(fn=several, world_size=2, timeout=float("nan")), ValueError, "timeout"),
         (dict(fn=several, world_size=2, timeout="60"), TypeError, "timeout"),
+        (dict(fn=several, world_size=2, timeout=1e15), ValueError, "at most 86400"),
         (dict(fn="several", world_size=2), TypeError, "fn must be a function"),
         (dict(fn=lambda r, w: r, world_size=2), ValueError, "lambda"),
         (dict(fn=nested, world_size=2), ValueError, "inside another function"),
@@ -963,6 +1011,11 @@ def test_one_process_replays_the_ddp_run_to_rounding(runs, data, name, sync_bn):
         ({"seed": -1}, ValueError, "seed must be at least 0"),
         ({"steps": 0}, ValueError, "steps must be at least 1"),
         ({"world_size": 0}, ValueError, "at least 1"),
+        ({"seed": 2**64}, ValueError, "2\\*\\*64 - 1"),
+        ({"y": torch.zeros(10, 1)}, ValueError, "one label per row"),
+        ({"X_val": torch.zeros(200, 3)}, ValueError, "features"),
+        ({"X_val": np.zeros((5, 20))}, TypeError, "X_val must be a torch tensor"),
+        ({"y": torch.full((800, 1), 2.0)}, ValueError, "labels 0 and 1"),
     ],
 )
 def test_one_process_refuses_bad_input_with_a_teaching_error(data, kwargs, error, phrase):
