@@ -201,6 +201,9 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, width, norm="batch", skipinit=False):
         super().__init__()
+        width = checks.whole_number(width, "width", minimum=1, example=32)
+        _option(norm, RESIDUAL_NORMS, "norm")
+        checks.flag(skipinit, "skipinit")
         bn = norm == "batch"
         layers = [nn.Linear(width, width, bias=not bn)]
         layers += [nn.BatchNorm1d(width)] if bn else []

@@ -100,7 +100,17 @@ def effective_steps(model, lr):
     of learning rate ``lr`` turns the DIRECTION of ``w``, which is all the output depends on
     (the gradient scales as ``1 / ||w||``, so the relative step scales as ``1 / ||w||^2``)."""
     lr = checks.positive_number(lr, "lr", example=0.1)
-    return {name: lr / norm**2 for name, norm in weight_norms(model).items()}
+    steps = {}
+    for name, norm in weight_norms(model).items():
+        step = lr / norm**2 if 0 < norm < math.inf else math.nan
+        if not math.isfinite(step):
+            raise ValueError(
+                f"{name}.weight has norm {norm:g}, so lr / ||w||^2 is not a finite number: "
+                f"BN makes the output independent of ||w||, but a weight of norm 0 (or NaN, "
+                f"infinite, or so small that the step overflows) has no direction to turn."
+            )
+        steps[name] = step
+    return steps
 
 
 def _check_weight_decay(weight_decay):
@@ -115,6 +125,9 @@ def _check_weight_decay(weight_decay):
             f"{weight_decay!r}. A negative weight decay would grow the weights instead."
         )
     return value
+
+
+MAX_STEPS = 10**12  # decay_bound's largest step count (far beyond any training run)
 
 
 def decay_bound(norm, lr, weight_decay, steps):
@@ -132,6 +145,10 @@ def decay_bound(norm, lr, weight_decay, steps):
     lr = checks.positive_number(lr, "lr", example=0.1)
     weight_decay = _check_weight_decay(weight_decay)
     steps = checks.whole_number(steps, "steps", minimum=0, example=920)
+    if steps > MAX_STEPS:
+        raise ValueError(
+            f"steps must be at most {MAX_STEPS:g} (a count of SGD steps), got {steps}."
+        )
     factor = 1.0 - lr * weight_decay
     if factor <= 0:
         raise ValueError(
@@ -314,8 +331,22 @@ class ModeGap:
 
 
 def _correct(logits, y):
+    """Which rows the logits (N, K) classify right: y (N,) class labels in [0, K), or y (N, 1)
+    0/1 floats with one logit per row (K = 1)."""
     if y.dim() == 1:
+        if logits.dim() != 2 or bool(((y < 0) | (y >= logits.shape[1])).any()):
+            raise ValueError(
+                f"y holds class labels from {int(y.min())} to {int(y.max())}, but the model "
+                f"gives logits of shape {tuple(logits.shape)}: labels must run from 0 to "
+                f"{logits.shape[-1] - 1}, one per output."
+            )
         return logits.argmax(1) == y
+    if logits.shape != y.shape or not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(
+            f"y holds 0/1 targets of shape {tuple(y.shape)}, which need one logit per row, but "
+            f"the model gives shape {tuple(logits.shape)} (or y holds values other than 0 and "
+            f"1). For several classes, pass int64 class labels of shape (N,)."
+        )
     return (logits > 0).to(y.dtype) == y
 
 
@@ -342,7 +373,7 @@ def mode_gap(model, X, y, batch_size, seed=0):
     _check_inputs(X)
     _check_labels(y, X)
     batch_size = checks.whole_number(batch_size, "batch_size", minimum=2, example=4)
-    seed = checks.whole_number(seed, "seed", minimum=0, example=0)
+    seed = checks.seed(seed)
     if batch_size > X.shape[0]:
         raise ValueError(f"batch_size={batch_size} is larger than X's {X.shape[0]} rows.")
     device = _device(model)

@@ -4,7 +4,14 @@ import numpy as np
 import torch
 from conftest import assert_teaching_error, table
 
-from bnteach.models import MLP, MLPWithBN, ResidualMLP, SimpleMLP, count_parameters
+from bnteach.models import (
+    MLP,
+    MLPWithBN,
+    ResidualBlock,
+    ResidualMLP,
+    SimpleMLP,
+    count_parameters,
+)
 
 CASES = [
     ("input_size 0", lambda: MLP(0), ValueError, "input_size is 0"),
@@ -122,6 +129,10 @@ NEW_CASES = [
      "needs norm='batch'"),
     ("skipinit with BN", lambda: ResidualMLP(norm="batch", init="skipinit"), ValueError,
      "WITHOUT normalization"),
+    ("block width 0", lambda: ResidualBlock(0), ValueError, "width must be at least 1"),
+    ("block width 4.0", lambda: ResidualBlock(4.0), TypeError, "whole number"),
+    ("block norm bogus", lambda: ResidualBlock(4, norm="bogus"), ValueError, "norm must be one of"),
+    ("block skipinit 'yes'", lambda: ResidualBlock(4, skipinit="yes"), TypeError, "skipinit"),
 ]  # fmt: skip
 
 

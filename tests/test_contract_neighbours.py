@@ -42,7 +42,38 @@ def with_value(t, index, value):
     return t
 
 
+def zero_first_weight():
+    net = bn_net()
+    with torch.no_grad():
+        net.network[0].weight.zero_()
+    return net
+
+
 CASES = [
+    (
+        "effective step of a zero weight",
+        lambda d: lambda: neighbours.effective_steps(zero_first_weight(), 0.1),
+        ValueError,
+        "norm 0",
+    ),
+    (
+        "decay_bound steps 10**400",
+        lambda d: lambda: neighbours.decay_bound(6.5, 0.1, 1e-3, 10**400),
+        ValueError,
+        "steps must be at most",
+    ),
+    (
+        "mode_gap labels out of range",
+        lambda d: lambda: neighbours.mode_gap(bn_net(), d[0], d[2] + 10, 4),
+        ValueError,
+        "labels must run from 0 to 9",
+    ),
+    (
+        "mode_gap 0/1 targets for ten outputs",
+        lambda d: lambda: neighbours.mode_gap(bn_net(), d[0], (d[2] % 2).float()[:, None], 4),
+        ValueError,
+        "one logit per row",
+    ),
     # which weights
     ("model a string", lambda d: lambda: neighbours.weight_norms("mlp"), TypeError, "nn.Module"),
     ("no BN", lambda d: lambda: neighbours.weight_norms(PLAIN), ValueError, "no BatchNorm layer"),

@@ -124,7 +124,7 @@ def test_progress_records_the_latest_feedback():
     check_fold(None, show=False)
     p = exercises.progress()
     assert p.status("10a") == "not attempted" and p.status("1") == "not checked"
-    assert not p.all_correct and "<table>" in p._repr_html_()
+    assert not p.all_correct and "<table" in p._repr_html_()
 
 
 def test_a_check_never_raises_and_leaves_the_global_rng_alone():
