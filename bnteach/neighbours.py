@@ -330,9 +330,9 @@ class ModeGap:
         return self.eval_mode - self.train_mode
 
 
-def _correct(logits, y):
-    """Which rows the logits (N, K) classify right: y (N,) class labels in [0, K), or y (N, 1)
-    0/1 floats with one logit per row (K = 1)."""
+def _check_labels_fit(logits, y):
+    """Raise unless y fits the model's logits (N, K): class labels (N,) in [0, K), or 0/1
+    targets (N, 1) with K = 1."""
     if y.dim() == 1:
         if logits.dim() != 2 or bool(((y < 0) | (y >= logits.shape[1])).any()):
             raise ValueError(
@@ -340,13 +340,18 @@ def _correct(logits, y):
                 f"gives logits of shape {tuple(logits.shape)}: labels must run from 0 to "
                 f"{logits.shape[-1] - 1}, one per output."
             )
-        return logits.argmax(1) == y
-    if logits.shape != y.shape or not bool(((y == 0) | (y == 1)).all()):
+    elif logits.shape != y.shape or not bool(((y == 0) | (y == 1)).all()):
         raise ValueError(
             f"y holds 0/1 targets of shape {tuple(y.shape)}, which need one logit per row, but "
             f"the model gives shape {tuple(logits.shape)} (or y holds values other than 0 and "
             f"1). For several classes, pass int64 class labels of shape (N,)."
         )
+
+
+def _correct(logits, y):
+    """Which rows the logits (N, K) classify right (y as checked by _check_labels_fit)."""
+    if y.dim() == 1:
+        return logits.argmax(1) == y
     return (logits > 0).to(y.dtype) == y
 
 
@@ -381,7 +386,9 @@ def mode_gap(model, X, y, batch_size, seed=0):
     order = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))
     order = order[: X.shape[0] - X.shape[0] % batch_size].to(device)
     probe = copy.deepcopy(model).train()  # its running statistics change; the model's don't
-    eval_hits = _correct(_run(copy.deepcopy(model).eval(), X, "mode_gap"), y)
+    eval_logits = _run(copy.deepcopy(model).eval(), X, "mode_gap")
+    _check_labels_fit(eval_logits, y)
+    eval_hits = _correct(eval_logits, y)
     hits = [_correct(_run(probe, X[i], "mode_gap"), y[i]) for i in order.split(batch_size)]
     hits = torch.cat(hits)
     return ModeGap(float(hits.float().mean()), float(eval_hits.float().mean()))
