@@ -505,7 +505,10 @@ class SyncBatchNorm(_BatchNorm):
     nn.BatchNorm does) in eval mode and outside an initialised process group
     (``torch.distributed.is_initialized()`` False). In a group of one process it falls back
     too, as torch's does on a GPU (on the CPU torch's raises there: its device check comes
-    first).
+    first). Two departures in that fallback, both so that a mistake is not silent: an input
+    that does not fit (channels, dtype) gets a teaching error, and a call that fails or whose
+    batch statistics are NaN or infinite leaves running_mean, running_var and
+    num_batches_tracked as they were (torch counts the failed call and writes the NaN).
 
     Why not torch's own nn.SyncBatchNorm: it needs a GPU. Inside a process group on the CPU it
     raises "ValueError: SyncBatchNorm expected input tensor to be on GPU or XPU or
