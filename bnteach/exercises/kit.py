@@ -28,6 +28,7 @@ The rest, all public, reads answers (``missing``, ``function``, ``call``, ``refu
 ``fold_mistakes``, ``folded``).
 """
 
+import contextlib
 import copy
 import functools
 import html
@@ -226,13 +227,13 @@ def _verdict(fn, key, args, kwargs):
     except TypeError as err:
         return WRONG, _bad_call(fn, err, kwargs)
     try:
-        with torch.random.fork_rng(devices=[]):  # leave the learner's RNG alone
+        with torch.random.fork_rng(devices=[]), _fixed_torch_settings():
             return CORRECT, fn(*args, **kwargs)
     except Wrong as err:
         return WRONG, str(err)
     except NotAttempted as err:
         return NOT_ATTEMPTED, str(err)
-    except Exception as err:  # never crash; blame the learner only for their code
+    except (Exception, SystemExit) as err:  # never crash; blame the learner only for their code
         codes = learner_code([*args, *kwargs.values()])
         if _learner_frame(err, codes) is not None or _called_wrongly(err, codes):
             return WRONG, _learners_error(err, codes)
@@ -242,6 +243,28 @@ def _verdict(fn, key, args, kwargs):
             f"the answer you passed; meanwhile compare your answer with what the exercise asks "
             f"for."
         )
+
+
+@contextlib.contextmanager
+def _fixed_torch_settings():
+    """Run a check with gradients on and float32 as the default dtype, whatever the notebook
+    set (``torch.no_grad`` / ``inference_mode`` around the call, ``set_default_dtype``), and
+    give the notebook its own settings back afterwards, whatever the learner's code changed
+    (the RNG is left alone by ``fork_rng``)."""
+    grad, dtype, threads = (
+        torch.is_grad_enabled(),
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+    )
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            torch.set_default_dtype(torch.float32)
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _bad_call(fn, err, kwargs):
