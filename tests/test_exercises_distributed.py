@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bnteach.exercises import distributed as ex
+from bnteach.exercises import kit
 
 # ----------------------------------------------------------------------------- 10.1
 
@@ -97,7 +98,7 @@ def test_sync_backward_leaves_the_learners_inputs_alone():
         seen.append([d.clone() for d in dys])
         for d in dys:
             d.zero_()  # a learner's in-place change must not change the check's reference
-        return good_backward(seen[0], xhats, weight, invstd)
+        return good_backward(seen[-1], xhats, weight, invstd)
 
     assert ex.check_sync_backward(spy, show=False).correct
 
@@ -185,3 +186,55 @@ def test_progress_lists_the_two_exercises():
     assert list(ex.EXERCISES) == ["10.1", "10.2"]
     assert table.status("10.1") == "correct" and table.status("10.2") == "not checked"
     ex.reset()
+
+
+# ----------------------------------------------------------------------------- answers that
+# fit only the notebook's layout, or lose precision
+
+
+def hard_coded_split(dys, xhats, weight, invstd):
+    dy, xh = torch.cat(dys), torch.cat(xhats)
+    dx = weight * invstd * (dy - dy.mean(0) - xh * (dy * xh).mean(0))
+    return list(dx.split([5, 1, 3, 2]))
+
+
+def means_not_sums(dys, xhats, weight, invstd):  # 0 / 0 on a rank with no rows
+    n = sum(len(d) for d in dys)
+    s1 = sum(d.mean(0) * len(d) for d in dys)
+    s2 = sum((d * xh).mean(0) * len(d) for d, xh in zip(dys, xhats))
+    return [weight * invstd * (d - s1 / n - xh * s2 / n) for d, xh in zip(dys, xhats)]
+
+
+def float32_sums(dys, xhats, weight, invstd):
+    n = sum(len(d) for d in dys)
+    s1, s2 = torch.zeros(len(weight)), torch.zeros(len(weight))  # float32
+    for d, xh in zip(dys, xhats):
+        s1 += d.sum(0)
+        s2 += (d * xh).sum(0)
+    return [weight * invstd * (d - s1 / n - xh * s2 / n) for d, xh in zip(dys, xhats)]
+
+
+@pytest.mark.parametrize(
+    "answer, phrase",
+    [
+        (hard_coded_split, "sync_backward"),
+        (means_not_sums, "sums"),
+        (float32_sums, "float32"),
+    ],
+    ids=["hard-coded split", "means on an empty rank", "float32 sums"],
+)
+def test_sync_backward_answers_that_fit_one_layout_are_wrong(answer, phrase):
+    fb = ex.check_sync_backward(answer, show=False)
+    assert fb.status == kit.WRONG and phrase in fb.message, fb.message
+
+
+def test_predict_hard_coded_for_the_notebooks_layout_is_wrong():
+    def fixed(batch_means, momentum, broadcast):
+        after = torch.zeros(4, 3, dtype=batch_means.dtype)
+        for t in range(5):
+            start = after[0].expand(4, 3) if broadcast else after
+            after = (1 - momentum) * start + momentum * batch_means[t]
+        return after
+
+    fb = ex.check_broadcast_buffers(fixed, show=False)
+    assert fb.status == kit.WRONG, fb.message
