@@ -66,7 +66,7 @@ def weird(net, X):
     "answer, status, phrase",
     [
         (good_adabn, "correct", "AdaBN"),
-        (in_place_adabn, "correct", "AdaBN"),
+        (in_place_adabn, "wrong", "adapted COPY"),
         (lambda n, X: collect(n, X, train=False), "wrong", "EVAL mode"),
         (lambda n, X: collect(n, X, unbiased=False), "wrong", "BIASED"),
         (copy_but_touch_original, "wrong", "changed the net passed in"),
@@ -188,3 +188,104 @@ def test_progress_and_reset():
     assert ex.progress().all_correct
     assert set(ex.EXERCISES) == {"11.1", "11.2", "11.3"}
     ex.reset()
+
+
+# ----------------------------------------------------------------------------- answers that
+# pass only by accident of the check's sizes, or break the net for what comes next
+
+
+def momentum_left_none(net, X):
+    net = copy.deepcopy(net)
+    for m in bn2d(net):
+        m.reset_running_stats()
+        m.momentum = None
+    with torch.no_grad():
+        net.train()(X)
+    return net.eval()
+
+
+def mutates_X(net, X):
+    X.mul_(2.0)
+    return collect(net, X)
+
+
+def own_drops_the_last_batch(net, X, b):
+    scratch = copy.deepcopy(net).train()
+    with torch.no_grad():
+        return torch.cat([scratch(X[i * b : (i + 1) * b]) for i in range(len(X) // b)])
+
+
+def own_turns_off_tracking(net, X, b):
+    for m in bn2d(net):
+        m.track_running_stats = False
+    with torch.no_grad():
+        out = torch.cat([net.train()(x) for x in X.split(b)])
+    net.eval()
+    return out
+
+
+def own_in_float64(net, X, b):
+    return own(net, X, b).double()
+
+
+def freeze_a_copy(net):
+    net = copy.deepcopy(net)
+    freeze_stats(net)
+    return net
+
+
+def freeze_the_whole_net(net):
+    freeze_stats(net)
+    net.train = lambda mode=True: net
+    return net
+
+
+@pytest.mark.parametrize(
+    "check, answer, phrase",
+    [
+        (ex.check_adabn_by_hand, momentum_left_none, "momentum"),
+        (ex.check_adabn_by_hand, lambda n, X: collect(n, X).train(), "train mode"),
+        (ex.check_adabn_by_hand, mutates_X, "changed X"),
+        (ex.check_own_statistics, own_drops_the_last_batch, "(22, 10)"),
+        (ex.check_own_statistics, own_turns_off_tracking, "configured"),
+        (ex.check_finetune_freeze, freeze_a_copy, "in place"),
+        (ex.check_finetune_freeze, freeze_the_whole_net, "net.train"),
+    ],
+    ids=[
+        "momentum None",
+        "train mode",
+        "X changed",
+        "last batch dropped",
+        "tracking off",
+        "a frozen copy",
+        "train replaced",
+    ],  # fmt: skip
+)
+def test_answers_that_break_something_else_are_wrong(check, answer, phrase):
+    fb = check(answer, show=False)
+    assert fb.status == "wrong" and phrase in fb.message, fb.message
+
+
+def test_a_float64_answer_is_judged_on_its_values():
+    assert ex.check_own_statistics(own_in_float64, show=False).correct
+
+
+def test_checks_run_with_gradients_whatever_the_notebook_set():
+    with torch.no_grad():
+        assert ex.check_finetune_freeze(freeze_stats, show=False).correct
+    with torch.inference_mode():
+        assert ex.check_finetune_freeze(freeze_stats, show=False).correct
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert ex.check_own_statistics(own, show=False).correct
+        assert torch.get_default_dtype() == torch.float64  # the notebook's setting comes back
+    finally:
+        torch.set_default_dtype(default)
+
+    def disables_grad(net):
+        torch.set_grad_enabled(False)
+        return freeze_stats(net)
+
+    ex.check_finetune_freeze(disables_grad, show=False)
+    assert torch.is_grad_enabled()  # the learner's global switch does not leak out

@@ -90,12 +90,47 @@ def _eval_pass_stats(net, X):
 
 def _close(got, want, rtol=1e-4):
     return all(
-        torch.allclose(gm, wm, rtol=rtol, atol=1e-6) and torch.allclose(gv, wv, rtol=rtol)
+        torch.allclose(gm.to(wm.dtype), wm, rtol=rtol, atol=1e-6)
+        and torch.allclose(gv.to(wv.dtype), wv, rtol=rtol)
         for (gm, gv), (wm, wv) in zip(got, want)
     )
 
 
+def _settings(net):
+    """What a BN layer is configured with, per layer: (momentum, eps, track_running_stats)."""
+    return [(m.momentum, m.eps, m.track_running_stats) for m in bn_layers(net)]
+
+
+def _parameters(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
 # ============================================================================ 11.1 AdaBN
+
+
+def _check_left_alone(out, net, X, saved):
+    """11.1 returns an adapted COPY: the net passed in and X must be as they were."""
+    before, params, settings, X_before = saved
+    if not torch.equal(X, X_before):
+        raise Wrong("Your function changed X in place: adapting must only read the target data.")
+    if out is net:
+        raise Wrong(
+            "You adapted the net passed in and returned it: return an adapted COPY "
+            "(copy.deepcopy(net)) and leave `net` with its training statistics, so that both "
+            "can be compared."
+        )
+    if not _same_buffers(before, _buffers(net)):
+        raise Wrong(
+            "You returned a copy but changed the net passed in too (its running statistics "
+            "moved): a forward in train mode updates the running buffers. Run the pass on the "
+            "copy only."
+        )
+    changed = [a for a, b in zip(params, _parameters(net)) if not torch.equal(a, b)]
+    if changed or _settings(net) != settings:
+        raise Wrong(
+            "You returned a copy but changed the net passed in (its parameters or its BN "
+            "layers' momentum): AdaBN changes only the copy's running statistics."
+        )
 
 
 @NB.check("11.1", "AdaBN without hooks")
@@ -104,26 +139,33 @@ def check_adabn_by_hand(adabn_by_hand):
     those of their input on X, each layer seeing X normalised by the adapted earlier ones."""
     kit.function(adabn_by_hand, "adabn_by_hand")
     net, X = _net(), _target(6)
-    before = _buffers(net)
+    before, params, settings, X_before = _buffers(net), _parameters(net), _settings(net), X.clone()
+    want = _stats(adabn(copy.deepcopy(net), X))
     out = kit.call(adabn_by_hand, net, X, name="adabn_by_hand")
     if not isinstance(out, nn.Module):
         raise Wrong(
             f"`adabn_by_hand` should return the adapted net (an nn.Module), got "
             f"{type(out).__name__}. End it with `return net`."
         )
+    _check_left_alone(out, net, X, (before, params, settings, X_before))
     layers = bn_layers(out)
     if len(layers) != 2:
         raise Wrong(
             f"The net you returned has {len(layers)} BN layers; the check passed a SmallCNN "
-            f"with 2. Return the net you adapted (or its copy), not another model."
+            f"with 2. Return the copy you adapted, not another model."
         )
     got = _stats(out)
-    want = _stats(adabn(copy.deepcopy(net), X))
-    if out is not net and not _same_buffers(before, _buffers(net)):
+    if _settings(out) != settings:
         raise Wrong(
-            "You returned a copy but changed the net passed in too (its running statistics "
-            "moved): a forward in train mode updates the running buffers. Run the pass on the "
-            "copy only."
+            f"The adapted net's BN layers are configured differently from the net's "
+            f"(momentum, eps, track_running_stats: {_settings(out)} instead of {settings}): "
+            f"restore the momentum you changed for the pass, so that later training updates "
+            f"the statistics as before."
+        )
+    if any(m.training for m in out.modules()):
+        raise Wrong(
+            "The adapted net is still in train mode: its predictions would use each batch's "
+            "statistics, not the adapted running ones. End with `return net.eval()`."
         )
     if _close(got, want):
         return (
@@ -159,33 +201,32 @@ def check_adabn_by_hand(adabn_by_hand):
 # ============================================================================ 11.2 own statistics
 
 
-@NB.check("11.2", "predict with the test batch's own statistics")
-def check_own_statistics(predict_own):
-    """predict_own(net, X, batch_size) -> logits (N, 10): each consecutive batch of
-    batch_size images normalised with its own statistics; net unchanged."""
-    kit.function(predict_own, "predict_own")
-    net, X = _net(), _target(24)
-    before = _buffers(net)
-    out = kit.call(predict_own, net, X, 4, name="predict_own")
-    out = kit.tensor(out, "The logits `predict_own` returned", (24, 10), none="are None")
+def _own_statistics_case(predict_own, n, batch_size):
+    """Raise Wrong unless predict_own gives each batch's train-mode logits on n images."""
+    net, X = _net(), _target(n)
+    before, settings = _buffers(net), _settings(net)
+    out = kit.call(predict_own, net, X, batch_size, name="predict_own")
+    out = kit.tensor(out, "The logits `predict_own` returned", (n, 10), none="are None")
     if not _same_buffers(before, _buffers(net)):
         raise Wrong(
             "Your function changed the net's running statistics: a train-mode forward "
             "updates them (momentum 0.1). Predict with a copy (copy.deepcopy(net)), so the "
             "net passed in is left as it was."
         )
+    if _settings(net) != settings:
+        raise Wrong(
+            "Your function changed how the net's BN layers are configured (momentum, eps or "
+            "track_running_stats): the net must be left exactly as it was. Work on a copy."
+        )
     if net.training or any(m.training for m in net.modules()):
         raise Wrong(
             "The net was left in train mode. Use a copy for the train-mode forward, or "
             "put the net back with net.eval()."
         )
-    want = predict_mixed(net, X, 4, prior=0)
-    out = out.detach()
+    want = predict_mixed(net, X, batch_size, prior=0)
+    out = out.detach().to(want.dtype)
     if torch.allclose(out, want, atol=1e-4):
-        return (
-            "Each batch of 4 was normalised with its own statistics (= a train-mode forward "
-            "of each batch; predict_mixed(net, X, 4, prior=0)), and the net is unchanged."
-        )
+        return
     with torch.no_grad():
         eval_out = net(X)
         whole = copy.deepcopy(net).train()(X)
@@ -196,13 +237,30 @@ def check_own_statistics(predict_own):
         )
     if torch.allclose(out, whole, atol=1e-4):
         raise Wrong(
-            "You normalised all 24 images as ONE batch. Cut X into consecutive batches of "
-            "batch_size (X.split(batch_size)) and run each on its own."
+            f"You normalised all {n} images as ONE batch. Cut X into consecutive batches of "
+            f"batch_size (X.split(batch_size)) and run each on its own."
         )
     raise Wrong(
-        f"Your logits differ from a train-mode forward of each batch of 4 by up to "
-        f"{(out - want).abs().max():.3g}. Run copy.deepcopy(net).train() on each batch of "
-        f"X.split(batch_size) under no_grad and concatenate the outputs."
+        f"With {n} images in batches of {batch_size} (the last one "
+        f"{n - (n - 1) // batch_size * batch_size} images), your logits differ from a "
+        f"train-mode forward of each batch by up to {(out - want).abs().max():.3g}. Run "
+        f"copy.deepcopy(net).train() on each batch of X.split(batch_size) under no_grad and "
+        f"concatenate the outputs."
+    )
+
+
+@NB.check("11.2", "predict with the test batch's own statistics")
+def check_own_statistics(predict_own):
+    """predict_own(net, X, batch_size) -> logits (N, 10): each consecutive batch of
+    batch_size images normalised with its own statistics (the last batch may be smaller);
+    net unchanged. Checked on 24 images in batches of 4, and 22 in batches of 5."""
+    kit.function(predict_own, "predict_own")
+    for n, batch_size in ((24, 4), (22, 5)):
+        _own_statistics_case(predict_own, n, batch_size)
+    return (
+        "Each batch was normalised with its own statistics (= a train-mode forward of each "
+        "batch; predict_mixed(net, X, batch_size, prior=0)), also with a smaller last batch "
+        "(22 images in batches of 5), and the net is unchanged."
     )
 
 
@@ -230,15 +288,19 @@ def check_finetune_freeze(freeze_statistics):
     net = _net()
     out = kit.call(freeze_statistics, net, name="freeze_statistics")
     if out is not None and out is not net:
-        if not isinstance(out, nn.Module):
-            raise Wrong(
-                f"`freeze_statistics` returned {type(out).__name__}: change the net in place "
-                f"(and return it, or nothing)."
-            )
-        net = out
+        raise Wrong(
+            f"`freeze_statistics` returned {type(out).__name__} other than the net it was "
+            f"given: change `net` itself, in place (and return it, or nothing). A fine-tuning "
+            f"loop goes on with the net it has."
+        )
     layers = bn_layers(net)
     if not layers:
         raise Wrong("The net has no BN layers left: freeze them, do not remove them.")
+    if any(m.weight is None or m.bias is None for m in layers):
+        raise Wrong(
+            "A BN layer lost its weight or bias (gamma, beta): keep them, and trainable. "
+            "Freezing the statistics does not remove BN's affine parameters."
+        )
     stats = _stats(net)
     X, y = _target(8), load_digits()[3][:8]
     with torch.random.fork_rng(devices=[]):
@@ -266,6 +328,12 @@ def check_finetune_freeze(freeze_statistics):
         raise Wrong(
             "The BN layers are in train mode during fine-tuning: they normalise with each "
             "batch's statistics, not the frozen ones. freeze(net) keeps them in eval mode."
+        )
+    if not net.training:
+        raise Wrong(
+            "After net.train() the net as a whole is still in eval mode: you froze more than "
+            "BN (did you replace net.train?). Only the BN layers should ignore train(); the "
+            "rest of the net (dropout, for one) must follow it."
         )
     return (
         "After net.train() and a training step, the running statistics did not move and BN "
