@@ -85,8 +85,49 @@ ZERO_MISTAKES = {
     "also another parameter": (also_bias, "also changed"),
     "raises": (lambda model: 1 / 0, "ZeroDivisionError"),
     "no parameter": (lambda: None, "does not accept"),
-    "returns a Linear": (lambda model: nn.Linear(2, 2), "returned a Linear"),
+    "returns a Linear": (lambda model: nn.Linear(2, 2), "returned Linear other than the model"),
 }
+
+
+def frozen_gamma(model):
+    for block in blocks(model):
+        block.branch[-1].weight.requires_grad_(False).zero_()
+
+
+def zeroed_copy(model):
+    import copy
+
+    model = copy.deepcopy(model)
+    good_zero_init(model)
+    return model
+
+
+def replaces_bn(model):
+    for block in blocks(model):
+        block.branch[-1] = nn.Identity()
+
+
+def changes_momentum(model):
+    good_zero_init(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.momentum = 0.5
+
+
+def to_double(model):
+    good_zero_init(model)
+    model.double()
+
+
+ZERO_MISTAKES.update(
+    {
+        "gamma no longer trains": (frozen_gamma, "must still train"),
+        "a zeroed copy": (zeroed_copy, "in place"),
+        "BN replaced": (replaces_bn, "replaced or removed"),
+        "momentum changed": (changes_momentum, "momentum"),
+        "model.double()": (to_double, "dtype"),
+    }
+)
 
 
 def test_zero_gamma_right_answers():
@@ -170,6 +211,14 @@ def test_weight_decay_verdict_right_and_wrong(pair_result):
             "above 0",
         ),  # fmt: skip
         ({ex.DECAY: SPEC, ex.SPARE: {**SPEC, "decay_norm": False}}, {"seeds": [0, 1]}, "5 seeds"),
+        (
+            {
+                ex.DECAY: {**SPEC, "norm": "layer"},
+                ex.SPARE: {**SPEC, "norm": "layer", "decay_norm": False},
+            },
+            {},
+            "need BN",
+        ),  # fmt: skip
     ],
 )
 def test_weight_decay_setup_mistakes(pair_result, models, kw, phrase):
@@ -211,7 +260,58 @@ DROPOUT_MISTAKES = {
     ),  # fmt: skip
     "a list": (lambda p: [good_net(p)], "nn.Module"),
     "raises": (lambda p: 1 / 0, "ZeroDivisionError"),
+    "Dropout1d before BN": (
+        lambda p: nn.Sequential(
+            nn.Linear(64, 32),
+            nn.Dropout1d(p),
+            nn.BatchNorm1d(32),
+            nn.ReLU(),
+            nn.Dropout(p),
+            nn.Linear(32, 10),
+        ),
+        "before a BN",
+    ),  # fmt: skip
+    "F.dropout before BN": (lambda p: FunctionalDropout(p), "variance shift"),
+    "p hard-coded": (lambda p: good_net(0.5), "the argument of `make_net`"),
+    "a BN never called": (lambda p: UnusedBN(p), "never calls its BatchNorm"),
+    "BN without running statistics": (
+        lambda p: nn.Sequential(
+            nn.Linear(64, 32),
+            nn.BatchNorm1d(32, track_running_stats=False),
+            nn.ReLU(),
+            nn.Dropout(p),
+            nn.Linear(32, 10),
+        ),
+        "track_running_stats=False",
+    ),  # fmt: skip
 }
+
+
+class FunctionalDropout(nn.Module):
+    """Dropout written in forward, in front of BN: no nn.Dropout module to find."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.net = p, good_net(p)
+
+    def forward(self, x):
+        h = self.net[0](x)
+        h = nn.functional.dropout(h, self.p, self.training)
+        return self.net[3:](self.net[2](self.net[1](h)))
+
+
+class UnusedBN(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.fc, self.bn, self.drop, self.out = (
+            nn.Linear(64, 32),
+            nn.BatchNorm1d(32),
+            nn.Dropout(p),
+            nn.Linear(32, 10),
+        )
+
+    def forward(self, x):
+        return self.out(self.drop(torch.relu(self.fc(x))))
 
 
 def test_dropout_placement_right_answers():

@@ -95,27 +95,59 @@ _ZERO_FAULTS = [  # (names that must all be among the zeroed ones, message)
 
 
 def _changed(before, model):
+    """The state_dict keys whose values changed; Wrong if layers were replaced or reshaped."""
     after = model.state_dict()
+    if set(after) != set(before):
+        gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+        raise Wrong(
+            f"Your function replaced or removed layers (gone: {gone[:3]}, new: {new[:3]}): "
+            f"keep the model as it is and change only the value of the right gamma."
+        )
+    reshaped = [
+        k for k in before if (before[k].shape, before[k].dtype) != (after[k].shape, after[k].dtype)
+    ]
+    if reshaped:
+        raise Wrong(
+            f"Your function changed the shape or dtype of {reshaped[:3]}: gamma keeps one "
+            f"value per feature; set those values to 0 (`weight.zero_()` under no_grad)."
+        )
     return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def _bn_settings(model):
+    return [(m.momentum, m.eps, m.training) for m in bn_layers(model)]
 
 
 def _zero_init_result(zero_init):
     model = _residual_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = _bn_settings(model)
     out = kit.call(zero_init, model, name="zero_init")
-    if isinstance(out, nn.Module) and out is not model:
-        if not isinstance(out, ResidualMLP):
-            raise Wrong(
-                f"`zero_init` returned a {type(out).__name__}: change the ResidualMLP it is "
-                f"given in place (returning it, or nothing)."
-            )
-        model = out
-    elif out is not None and out is not model:
+    if out is not None and out is not model:
         raise Wrong(
-            f"`zero_init` returned {type(out).__name__}: change the model in place and return "
-            f"it (or nothing)."
+            f"`zero_init` returned {type(out).__name__} other than the model it was given: "
+            f"change that model in place (and return it, or nothing), so that the model "
+            f"you go on to train is the initialised one."
+        )
+    now = _bn_settings(model)
+    if len(now) == len(settings) and now != settings:  # (a layer replaced: _changed says so)
+        raise Wrong(
+            "Your function changed BN's momentum, eps or mode: initialising touches only "
+            "the values of the parameters."
         )
     return model, before
+
+
+def _check_trainable(model, names):
+    params = dict(model.named_parameters())
+    frozen = sorted(k for k in names if k not in params or not params[k].requires_grad)
+    if frozen:
+        raise Wrong(
+            f"The zeroed gammas must still train, but {frozen[:3]} no longer do "
+            f"(requires_grad=False, or no longer a Parameter): zero them in place under "
+            f"torch.no_grad() (`with torch.no_grad(): bn.weight.zero_()`), so that they can "
+            f"grow from 0."
+        )
 
 
 def _zero_gamma_feedback(model, before):
@@ -147,6 +179,7 @@ def _zero_gamma_feedback(model, before):
         )
     if changed != zeroed:
         raise Wrong(f"Your function also changed {sorted(changed - zeroed)}: leave those alone.")
+    _check_trainable(model, names["last gamma"])
 
 
 @NB.check("12.1", "zero-init the right gamma")
@@ -200,7 +233,7 @@ def _check_pair(result):
             f"The two models must differ only in `decay_norm` (True for {DECAY!r}, False for "
             f"{SPARE!r}); yours differ in {differ or 'nothing'}."
         )
-    if a["weight_decay"] <= 0 or a["norm"] == "none":
+    if a["weight_decay"] <= 0 or a["norm"] not in ("batch", "ghost", "renorm"):
         raise Wrong(
             "Both models need BN (`norm: 'batch'`) and a weight decay above 0 (e.g. 1e-2): "
             "otherwise `decay_norm` changes nothing."
@@ -281,20 +314,33 @@ def _call_order(model, x):
     return order, out
 
 
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout)  # fmt: skip
+SHIFT_TOLERANCE = 0.1  # eval variance / running variance within 1 +/- this: no shift
+
+
 def _dropout_net(make_net, p):
     model = kit.call(make_net, p, name="make_net")
     if model is None:
         raise NotAttempted("`make_net` returns None: return the model.")
     if not isinstance(model, nn.Module):
         raise Wrong(f"`make_net` should return an nn.Module, got {type(model).__name__}.")
-    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    if not bn_layers(model):
+    drops = [m for m in model.modules() if isinstance(m, DROPOUTS)]
+    layers = bn_layers(model)
+    if not layers:
         raise Wrong("Your net has no BatchNorm layer: the exercise is about BN and dropout.")
+    if any(m.running_var is None for m in layers):
+        raise Wrong(
+            "A BN layer of yours has no running statistics (track_running_stats=False): in "
+            "eval mode it would use each batch's own, and the question of what dropout does "
+            "to the running statistics would not arise. Keep the default, True."
+        )
     if not drops:
         raise Wrong("Your net has no nn.Dropout layer: add one with probability p.")
     if any(d.p != p for d in drops):
         raise Wrong(
-            f"Give every nn.Dropout the probability p ({p}); yours: {[d.p for d in drops]}."
+            f"Give every dropout the probability p ({p}, the argument of `make_net`); yours: "
+            f"{[d.p for d in drops]}."
         )
     return copy.deepcopy(model)
 
@@ -316,6 +362,7 @@ def check_dropout_placement(make_net):
     one BatchNorm1d and dropout of probability ``p``, placed so that no dropout feeds a BN
     layer (dropout only after the last BN)."""
     kit.missing({"make_net": make_net}, "Write the function.")
+    _dropout_net(make_net, 0.3)  # p is the argument, not a constant
     model = _dropout_net(make_net, 0.5)
     x = torch.randn(1024, FEATURES, generator=torch.Generator().manual_seed(3)) * 1.5 + 0.3
     try:
@@ -329,17 +376,27 @@ def check_dropout_placement(make_net):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise Wrong(f"Your net should map (16, {FEATURES}) to (16, {CLASSES}), got {shape}.")
     norms = {id(m) for m in bn_layers(model)}
-    last_bn = max(i for i, m in enumerate(order) if id(m) in norms)
-    early = [i for i, m in enumerate(order) if isinstance(m, nn.Dropout) and i < last_bn]
+    called = [i for i, m in enumerate(order) if id(m) in norms]
+    if not called:
+        raise Wrong(
+            "Your net's forward pass never calls its BatchNorm layer: use the layers you "
+            "create (e.g. in nn.Sequential, or call each one in forward)."
+        )
+    early = [i for i, m in enumerate(order) if isinstance(m, DROPOUTS) and i < max(called)]
     ratios = variance_shift(_warm_up(model, x), x)
     shown = ", ".join(f"{r:.2f}" for r in ratios)
-    if early:
+    shifted = [r for r in ratios if abs(r - 1) > SHIFT_TOLERANCE]
+    if early or shifted:
+        where = (f"A dropout runs before a BN layer (call {early[0] + 1} of {len(order)} in "
+                 f"the forward pass)" if early else
+                 "A BN layer sees a variance shift, so some dropout (perhaps F.dropout in "
+                 "forward) runs before it")  # fmt: skip
         raise Wrong(
-            f"A dropout runs before a BN layer (call {early[0] + 1} of {len(order)} in the "
-            f"forward pass): in training it zeroes units and scales the rest by 1/(1 - p), so "
+            f"{where}: in training dropout zeroes units and scales the rest by 1/(1 - p), so "
             f"the BN after it learns running statistics that do not match eval mode, where "
             f"dropout is off. Measured on your net: eval-time variance / running variance = "
-            f"{shown} per BN layer (1 means no shift). Move dropout after the last BN."
+            f"{shown} per BN layer (1 means no shift; more than {SHIFT_TOLERANCE:g} away "
+            f"counts as a shift). Move dropout after the last BN."
         )
     return (
         f"Every dropout runs after the last BN layer, so no BN sees dropout's noise: "
