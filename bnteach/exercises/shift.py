@@ -135,8 +135,9 @@ def _check_left_alone(out, net, X, saved):
 
 @NB.check("11.1", "AdaBN without hooks")
 def check_adabn_by_hand(adabn_by_hand):
-    """adabn_by_hand(net, X) -> a net (the same or a copy) whose BN running statistics are
-    those of their input on X, each layer seeing X normalised by the adapted earlier ones."""
+    """adabn_by_hand(net, X) -> an adapted copy of net (net and X left alone), in eval mode,
+    whose BN running statistics are those of their input on X, each layer seeing X
+    normalised by the adapted earlier ones, and whose BN settings (momentum) are net's."""
     kit.function(adabn_by_hand, "adabn_by_hand")
     net, X = _net(), _target(6)
     before, params, settings, X_before = _buffers(net), _parameters(net), _settings(net), X.clone()
