@@ -155,7 +155,6 @@ _SPREAD_LABELS = {
 }
 
 
-@styled
 def _spread_inputs(groups, metrics, log_y):
     """``plot_seed_spread``'s input checks; returns ``metrics`` as a tuple."""
     _need(groups, "groups", 'a dict name -> list of History, e.g. {"With BN": [h1, h2]}')
@@ -220,6 +219,7 @@ def _draw_spread(ax, name, runs, metric, c):
     ax.plot(x, mean, "-", color=c, lw=2.2, marker=marker, label=label)
 
 
+@styled
 def plot_seed_spread(groups, metrics=("train_loss", "val_loss"), title=None, log_y=False, fig=None):
     """Mean over seeds (line), min-max band (shaded) and every seed (thin lines).
 

@@ -255,3 +255,13 @@ def test_a_legend_over_the_title_is_found_and_the_spread_title_is_clear_of_it():
     assert "legend over the text 'a title'" in legend_overlaps(fig)
     titled = plot_seed_spread({"a": [hist(1.0)], "b": [hist(0.5)]}, title="a title")
     assert figure_report(titled)["legend_overlaps"] == []
+
+
+def test_seed_spread_is_drawn_in_the_collections_style():
+    from bnteach.plots import STYLE
+
+    with matplotlib.rc_context({"xtick.labelsize": 7.0, "legend.fontsize": 7.0}):
+        fig = plot_seed_spread({"a": [hist(1.0)]}, metrics=("val_loss",))
+    tick = fig.axes[0].get_xticklabels()[0]
+    assert tick.get_fontsize() == STYLE["xtick.labelsize"]
+    assert fig.legends[0].get_texts()[0].get_fontsize() == STYLE["legend.fontsize"]
