@@ -94,6 +94,8 @@ __all__ = [
     "NonFiniteStateError",
     "DtypeMismatchError",
     "bn_layers",
+    "check_settings",
+    "layer_forward",
     "fold_into_linear",
     "fold_into_conv",
     "recalibrate",
@@ -446,6 +448,63 @@ def _check_factory_dtype(dtype):
         )
 
 
+def check_settings(eps, momentum, affine, track_running_stats, bias, dtype):
+    """Raise a teaching error for a BN layer's settings that torch would take silently: eps
+    not positive, momentum outside [0, 1], a truthy string for a flag ('False' is True to
+    torch), an integer dtype. Shared by every BN layer of the collection."""
+    checks.momentum(momentum)
+    _check_eps(eps)
+    for name, value in (
+        ("affine", affine),
+        ("track_running_stats", track_running_stats),
+        ("bias", bias),
+    ):
+        checks.flag(value, name)
+    _check_factory_dtype(dtype)
+
+
+def layer_forward(layer, input):
+    """BatchNorm's forward for a layer with nn.BatchNorm's attributes (weight, bias,
+    running_mean, running_var, num_batches_tracked, momentum, eps, training,
+    track_running_stats, num_features): :func:`batch_norm` with its teaching errors, and the
+    running statistics and num_batches_tracked changed only by a call that succeeds.
+    ``layer._ranks``: the input ranks accepted (None: any rank >= 2)."""
+    name = type(layer).__name__
+    _check_input(input, getattr(layer, "_ranks", None), layer.num_features, name)
+    checks.flag(layer.training, f"{name}.training (set it with .train() or .eval())")
+    checks.flag(layer.track_running_stats, f"{name}.track_running_stats")
+    use_batch_stats = layer.training or layer.running_mean is None
+
+    # an empty batch carries no statistics: it is not counted (torch counts it)
+    update = layer.training and layer.track_running_stats and input.numel() > 0
+    factor = 0.0 if layer.momentum is None else layer.momentum
+    if update and layer.momentum is None:  # cumulative average over the batches so far
+        factor = 1.0 / (float(layer.num_batches_tracked) + 1.0)
+
+    # in training without tracking, pass no buffers so that nothing is updated
+    use_buffers = not layer.training or layer.track_running_stats
+    out = batch_norm(
+        input,
+        layer.running_mean if use_buffers else None,
+        layer.running_var if use_buffers else None,
+        layer.weight,
+        layer.bias,
+        training=use_batch_stats,
+        momentum=factor,
+        eps=layer.eps,
+    )
+    if update:  # only after success: a failed call leaves every buffer as it was
+        layer.num_batches_tracked.add_(1)
+    return out
+
+
+def _check_input(input, ranks, num_features, name):
+    """Raise unless input is a floating tensor of an accepted rank with num_features channels."""
+    _check_tensor(input, name)
+    _check_rank(input, ranks, name)
+    _check_channels(input, num_features, f"{name} has num_features =", layer=name)
+
+
 class _BatchNormBase(nn.Module):
     """What BatchNorm1d and BatchNorm2d share; they differ only in the input ranks accepted.
 
@@ -462,6 +521,7 @@ class _BatchNormBase(nn.Module):
 
     _version = 2  # like torch: version 2 added num_batches_tracked (see _load_from_state_dict)
     _ranks = None  # input ranks accepted, set by the subclasses
+    _whole_batch = False  # set by recalibrate: variants collect BatchNorm's statistics
 
     def __init__(
         self,
@@ -483,15 +543,7 @@ class _BatchNormBase(nn.Module):
             )
         if num_features < 1:
             raise ValueError(f"num_features must be at least 1, got {num_features}.")
-        checks.momentum(momentum)
-        _check_eps(eps)
-        for name, value in (
-            ("affine", affine),
-            ("track_running_stats", track_running_stats),
-            ("bias", bias),
-        ):
-            checks.flag(value, name)
-        _check_factory_dtype(dtype)
+        check_settings(eps, momentum, affine, track_running_stats, bias, dtype)
         factory = {"device": device, "dtype": dtype}
         self.num_features = int(num_features)
         self.eps = eps
@@ -534,37 +586,12 @@ class _BatchNormBase(nn.Module):
             if self.bias is not None:
                 nn.init.zeros_(self.bias)
 
+    def _check_input(self, input):
+        _check_input(input, self._ranks, self.num_features, type(self).__name__)
+
     def forward(self, input):
         """input (N, C, ...) of the ranks the layer accepts -> output of the same shape."""
-        name = type(self).__name__
-        _check_tensor(input, name)
-        _check_rank(input, self._ranks, name)
-        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
-        checks.flag(self.training, f"{name}.training (set it with .train() or .eval())")
-        checks.flag(self.track_running_stats, f"{name}.track_running_stats")
-        use_batch_stats = self.training or self.running_mean is None
-
-        # an empty batch carries no statistics: it is not counted (torch counts it)
-        update = self.training and self.track_running_stats and input.numel() > 0
-        factor = 0.0 if self.momentum is None else self.momentum
-        if update and self.momentum is None:  # cumulative average over the batches so far
-            factor = 1.0 / (float(self.num_batches_tracked) + 1.0)
-
-        # in training without tracking, pass no buffers so that nothing is updated
-        use_buffers = not self.training or self.track_running_stats
-        out = batch_norm(
-            input,
-            self.running_mean if use_buffers else None,
-            self.running_var if use_buffers else None,
-            self.weight,
-            self.bias,
-            training=use_batch_stats,
-            momentum=factor,
-            eps=self.eps,
-        )
-        if update:  # only after success: a failed call leaves every buffer as it was
-            self.num_batches_tracked.add_(1)
-        return out
+        return layer_forward(self, input)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
@@ -890,8 +917,7 @@ def recalibrate(model, loader):
             m.reset_running_stats()
             m.momentum = None
             m.training = True
-            if isinstance(m, _VARIANTS):  # collect BN's statistics of the whole batch
-                m.forward = functools.partial(_BatchNormBase.forward, m)
+            m._whole_batch = True  # ghost and renorm: BatchNorm's whole-batch statistics
         with torch.no_grad():
             for index, batch in enumerate(loader):
                 x = _batch_input(batch, index)
@@ -916,8 +942,7 @@ def recalibrate(model, loader):
             m.training = training
         for m, momentum in momenta.items():
             m.momentum = momentum
-            if isinstance(m, _VARIANTS):
-                vars(m).pop("forward", None)
+            vars(m).pop("_whole_batch", None)
     return model
 
 
@@ -1032,12 +1057,10 @@ class GhostBatchNorm1d(_BatchNormBase):
 
     def forward(self, input):
         """input (N, C) or (N, C, L) -> the same shape; chunks of ``virtual_batch_size`` rows."""
-        if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
-            return super().forward(input)  # eval mode, and the base's teaching errors
+        if not self.training or self._whole_batch:
+            return super().forward(input)  # eval mode (and recalibration): BatchNorm's
+        self._check_input(input)
         name = type(self).__name__
-        _check_tensor(input, name)
-        _check_rank(input, self._ranks, name)
-        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
         v = checks.whole_number(
             self.virtual_batch_size, "virtual_batch_size (rows per device)", minimum=2, example=16
         )
@@ -1064,10 +1087,8 @@ class GhostBatchNorm1d(_BatchNormBase):
 
 
 def _check_limit(value, name, low, example):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number such as {example}, got {checks.describe(value)}.")
-    value = checks.finite_number(value, name, example=example)
-    if not (math.isfinite(value) and value >= low):  # NaN fails too
+    value = checks.finite_number(value, name, example=example)  # a number, finite
+    if value < low:
         raise ValueError(
             f"{name} must be a finite number >= {low:g} (such as {example}), got {value!r}. "
             f"r_max = 1 and d_max = 0 turn Batch Renormalization into BatchNorm."
@@ -1099,34 +1120,28 @@ class BatchRenorm1d(_BatchNormBase):
 
     def __init__(self, num_features, r_max=3.0, d_max=5.0, eps=1e-5, momentum=0.1, affine=True,
                  device=None, dtype=None):  # fmt: skip
-        self.r_max = _check_limit(r_max, "r_max", 1.0, 3.0)
-        self.d_max = _check_limit(d_max, "d_max", 0.0, 5.0)
-        if momentum is None:
-            raise ValueError(
-                "BatchRenorm1d needs a float momentum such as 0.1: its running statistics "
-                "are moving averages (momentum=None, a cumulative average, is BatchNorm's)."
-            )
+        self.r_max, self.d_max = r_max, d_max
         super().__init__(num_features, eps, momentum, affine, True, device, dtype)
+        self._check_settings()
+        self.r_max, self.d_max = float(r_max), float(d_max)
 
     def forward(self, input):
         """input (N, C) or (N, C, L) -> the same shape."""
-        if not self.training or not isinstance(input, torch.Tensor) or input.dim() < 2:
-            return super().forward(input)  # eval mode, and the base's teaching errors
+        if not self.training or self._whole_batch:
+            return super().forward(input)  # eval mode (and recalibration): BatchNorm's
         self._check_settings()
-        name = type(self).__name__
-        _check_tensor(input, name)
-        _check_rank(input, self._ranks, name)
-        _check_channels(input, self.num_features, f"{name} has num_features =", layer=name)
+        self._check_input(input)
         state = [(k, getattr(self, k)) for k in _PER_CHANNEL]
         _check_dtypes(input, state)
         if input.numel() == 0:  # no statistics: nothing normalized, nothing counted
             return input.clone()
         _check_spread(input)
-        if _values_checkable(input):  # sigma = sqrt(running_var + eps) must be a number
+        checkable = _values_checkable(input)  # not while compiling (see the module docstring)
+        if checkable:  # sigma = sqrt(running_var + eps) must be a number
             _check_finite_state(state, eval_var=self.running_var)
         x = input.to(_compute_dtype(input.dtype))
         mean_b, var_b = _batch_stats(x)
-        if _values_checkable(input):  # skipped while compiling (see the module docstring)
+        if checkable:
             _check_finite_stats(mean_b, var_b, input)
         sigma_b = torch.sqrt(var_b + self.eps)
         with torch.no_grad():
@@ -1154,8 +1169,8 @@ class BatchRenorm1d(_BatchNormBase):
         _check_eps(self.eps)
         if self.momentum is None:
             raise ValueError(
-                "BatchRenorm1d needs a float momentum such as 0.1 in training: its running "
-                "statistics are moving averages (momentum=None is BatchNorm's cumulative one)."
+                "BatchRenorm1d needs a float momentum such as 0.1: its running statistics are "
+                "moving averages (momentum=None, a cumulative average, is BatchNorm's)."
             )
         checks.momentum(self.momentum)
         _check_limit(self.r_max, "r_max", 1.0, 3.0)
@@ -1163,6 +1178,3 @@ class BatchRenorm1d(_BatchNormBase):
 
     def extra_repr(self):
         return f"{super().extra_repr()}, r_max={self.r_max}, d_max={self.d_max}"
-
-
-_VARIANTS = (GhostBatchNorm1d, BatchRenorm1d)  # recalibrate collects BN's statistics in them

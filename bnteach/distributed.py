@@ -67,6 +67,8 @@ from bnteach.batchnorm import (
     DtypeMismatchError,
     GhostBatchNorm1d,
     bn_layers,
+    check_settings,
+    layer_forward,
 )
 from bnteach.models import MLP
 from bnteach.stats import seeds
@@ -505,9 +507,9 @@ class SyncBatchNorm(_BatchNorm):
     nn.BatchNorm does) in eval mode and outside an initialised process group
     (``torch.distributed.is_initialized()`` False). In a group of one process it falls back
     too, as torch's does on a GPU (on the CPU torch's raises there: its device check comes
-    first). Two departures in that fallback, both so that a mistake is not silent: an input
-    that does not fit (channels, dtype) gets a teaching error, and a call that fails or whose
-    batch statistics are NaN or infinite leaves running_mean, running_var and
+    first). That fallback is bnteach.batchnorm's BatchNorm (:func:`~bnteach.batchnorm.
+    layer_forward`), equal to torch's up to rounding, with its teaching errors: a call that
+    fails, or whose batch statistics are NaN or infinite, leaves running_mean, running_var and
     num_batches_tracked as they were (torch counts the failed call and writes the NaN).
 
     Why not torch's own nn.SyncBatchNorm: it needs a GPU. Inside a process group on the CPU it
@@ -530,19 +532,7 @@ class SyncBatchNorm(_BatchNorm):
         bias=True,
     ):
         num_features = checks.whole_number(num_features, "num_features", minimum=1, example=64)
-        checks.momentum(momentum)
-        checks.positive_number(eps, "eps", example=1e-5)
-        for name, value in (
-            ("affine", affine),
-            ("track_running_stats", track_running_stats),
-            ("bias", bias),
-        ):
-            checks.flag(value, name)  # torch reads any truthy value: 'False' would be True
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(
-                f"dtype must be a floating-point torch dtype such as torch.float64 (or None), "
-                f"got {checks.describe(dtype)}: BN's statistics and parameters are fractions."
-            )
+        check_settings(eps, momentum, affine, track_running_stats, bias, dtype)
         if device is not None:
             checks.device(device)
         if process_group is not None and not isinstance(process_group, dist.ProcessGroup):
@@ -581,8 +571,8 @@ class SyncBatchNorm(_BatchNorm):
         checks.momentum(self.momentum)
         checks.positive_number(self.eps, "eps", example=1e-5)
         group = self._group() if self.training else None
-        if group is None:
-            return self._local_forward(input)  # plain batch norm, as torch's SyncBatchNorm does
+        if group is None:  # plain batch norm, as torch's SyncBatchNorm does (see the docstring)
+            return layer_forward(self, input)
         self._check_layers_agree(group)
         n, mean, var = self._global_statistics(input, group)
         if self.track_running_stats:
@@ -594,34 +584,6 @@ class SyncBatchNorm(_BatchNorm):
         return _SyncBatchNormFunction.apply(
             input, self.weight, self.bias, mean, var, self.eps, n, group
         )
-
-    def _local_forward(self, input):
-        """torch's plain batch norm on this process's batch, with two guards torch lacks: an
-        input that does not fit gets a teaching error, and a call that fails (or would leave
-        NaN or infinity in the running statistics) leaves every buffer as it was."""
-        problem = _input_problem(input, self)
-        if problem is not None:
-            kind, text = problem
-            raise kind(f"SyncBatchNorm: the input of shape {tuple(input.shape)} {text}.")
-        buffers = [b for b in (self.running_mean, self.running_var, self.num_batches_tracked)
-                   if b is not None] if self.training else []  # fmt: skip
-        saved = [b.clone() for b in buffers]
-        try:
-            out = super().forward(input)
-            if buffers and not all(bool(b.isfinite().all()) for b in buffers[:2]):
-                raise ValueError(
-                    f"SyncBatchNorm: the batch (input of shape {tuple(input.shape)}) has "
-                    f"statistics that are NaN or infinite (NaN or infinity in the data, or "
-                    f"values so large that their variance overflows): blending them in would "
-                    f"spoil the running statistics for good, so they were left as they were. "
-                    f"Find where the NaN comes from, or standardize the data."
-                )
-        except Exception:
-            with torch.no_grad():
-                for b, old in zip(buffers, saved):
-                    b.copy_(old)
-            raise
-        return out
 
     def _check_layers_agree(self, group):
         """Once per group: every rank's layer must have the same num_features, or the sums
