@@ -121,7 +121,7 @@ def adabn(model, X):
     return model.eval()
 
 
-def _input_stats(layer, x):
+def _input_stats(x):
     """Per-channel mean and biased variance of a BN layer's input x (N, C, ...): (C,), (C,)."""
     var, mean = torch.var_mean(x, [0, *range(2, x.dim())], correction=0)
     return mean, var
@@ -142,6 +142,16 @@ def bn_input_stats(model, X):
     def record(mod, args, out):
         seen[mod] = args[0].detach()  # returns None: the layer's output is not replaced
 
+    named = {m: name for name, m in model.named_modules()}
+    for m in layers:  # before the pass: what the shift and the ratio divide by
+        bad = ~(torch.isfinite(m.running_mean) & torch.isfinite(m.running_var))
+        if bool((bad | (m.running_var <= 0)).any()):
+            raise ValueError(
+                f"bn_input_stats: {named[m]!r} has a running_var that is 0, negative or not "
+                f"finite (or a running_mean that is not finite), so a shift in units of its "
+                f"standard deviation and a variance ratio are undefined. Were its running "
+                f"statistics ever learnt (recalibrate(model, ...) on training data)?"
+            )
     hooks = [m.register_forward_hook(record) for m in layers]
     flags = {m: m.training for m in model.modules()}
     try:
@@ -152,7 +162,6 @@ def bn_input_stats(model, X):
             h.remove()
         for m, flag in flags.items():
             m.training = flag
-    named = {m: name for name, m in model.named_modules()}
     out = []
     for m in layers:
         if m not in seen:
@@ -160,15 +169,7 @@ def bn_input_stats(model, X):
                 f"bn_input_stats: the BN layer {named[m]!r} is part of the model but its "
                 f"forward pass never used it, so it saw no input to measure."
             )
-        bad = ~(torch.isfinite(m.running_mean) & torch.isfinite(m.running_var))
-        if bool((bad | (m.running_var <= 0)).any()):
-            raise ValueError(
-                f"bn_input_stats: {named[m]!r} has a running_var that is 0, negative or not "
-                f"finite (or a running_mean that is not finite), so a shift in units of its "
-                f"standard deviation and a variance ratio are undefined. Were its running "
-                f"statistics ever learnt (recalibrate(model, ...) on training data)?"
-            )
-        mean, var = _input_stats(m, seen[m])
+        mean, var = _input_stats(seen[m])
         out.append(
             {
                 "mean": mean,

@@ -80,18 +80,21 @@ def whole_number(value, name, minimum=None, example=None):
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+SEED_LIMITS = {
+    None: (SEED_RANGE[1], "at most 2**64 - 1 (the largest seed torch.manual_seed takes)"),
+    "sklearn": (2**32 - 1, "below 2**32 (scikit-learn's limit)"),
+}
 
 
-def seed(value, name="seed", minimum=0):
+def seed(value, name="seed", minimum=0, maximum=None):
     """``value`` as an ``int`` that ``torch.manual_seed`` takes: a whole number (a NumPy
-    integer too) ``>= minimum`` (None: torch's lowest) and at most 2**64 - 1."""
+    integer too) ``>= minimum`` (None: torch's lowest) and at most 2**64 - 1, or below
+    2**32 with ``maximum="sklearn"`` (scikit-learn's limit)."""
     low = SEED_RANGE[0] if minimum is None else max(minimum, SEED_RANGE[0])
     value = whole_number(value, name, minimum=low, example=0)
-    if value > SEED_RANGE[1]:
-        raise ValueError(
-            f"{name} must be at most 2**64 - 1 (the largest seed torch.manual_seed takes), "
-            f"got {value}. Any smaller whole number works, e.g. {name}=0."
-        )
+    high, limit = SEED_LIMITS[maximum]
+    if value > high:
+        raise ValueError(f"{name} must be {limit}, got {value}. Any smaller one works, e.g. 0.")
     return value
 
 

@@ -340,11 +340,11 @@ def _check_labels_fit(logits, y):
                 f"gives logits of shape {tuple(logits.shape)}: labels must run from 0 to "
                 f"{logits.shape[-1] - 1}, one per output."
             )
-    elif logits.shape != y.shape or not bool(((y == 0) | (y == 1)).all()):
+    elif logits.shape != y.shape:  # (the values were checked by _check_labels)
         raise ValueError(
             f"y holds 0/1 targets of shape {tuple(y.shape)}, which need one logit per row, but "
-            f"the model gives shape {tuple(logits.shape)} (or y holds values other than 0 and "
-            f"1). For several classes, pass int64 class labels of shape (N,)."
+            f"the model gives shape {tuple(logits.shape)}. For several classes, pass int64 "
+            f"class labels of shape (N,)."
         )
 
 
@@ -365,6 +365,8 @@ def _check_labels(y, X):
             f"({X.shape[0]},) or 0/1 floats of shape ({X.shape[0]}, 1); got "
             f"{checks.describe(y)}."
         )
+    if ok_binary:
+        checks.binary_labels(y, "y")
 
 
 def mode_gap(model, X, y, batch_size, seed=0):
