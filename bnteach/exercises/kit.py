@@ -19,7 +19,7 @@ with the line; anything else is an internal error of the check, reported as such
         return "what was verified"
 
 The rest, all public, reads answers (``missing``, ``function``, ``call``, ``refusal``,
-``number``, ``choice``, ``tensor``, ``finite``, ``finite_module``, ``table``,
+``number``, ``choice``, ``tensor``, ``finite``, ``finite_module``, ``bn_settings``, ``table``,
 ``per_seed``), compares (``same``, ``close``, ``name_mistake``), checks a learner's experiment
 (``sweep_result``, ``finals``, ``mean``, ``spread``, ``differences``, ``paired_finals``,
 ``check_verdict``, ``one_lr``), re-runs what the learner ran (``device``, ``fork_rng``,
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bnteach.batchnorm import bn_layers
 from bnteach.stats import paired, seeds
 from bnteach.sweep import SweepResult
 
@@ -251,18 +252,13 @@ def _fixed_torch_settings():
     set (``torch.no_grad`` / ``inference_mode`` around the call, ``set_default_dtype``), and
     give the notebook its own settings back afterwards, whatever the learner's code changed
     (the RNG is left alone by ``fork_rng``)."""
-    grad, dtype, threads = (
-        torch.is_grad_enabled(),
-        torch.get_default_dtype(),
-        torch.get_num_threads(),
-    )
-    try:
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    try:  # enable_grad puts the grad mode back on exit, whatever the learner set inside
         with torch.inference_mode(False), torch.enable_grad():
             torch.set_default_dtype(torch.float32)
             yield
     finally:
         torch.set_default_dtype(dtype)
-        torch.set_grad_enabled(grad)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
@@ -543,6 +539,12 @@ def finite(t, what, hint=""):
     at = f" at {where}" if where else ""
     of = f" ({count} of {t.numel()} values are not finite)" if t.numel() > 1 else ""
     raise Wrong(f"{what} contains {kind}{at}{of}. {hint}".rstrip())
+
+
+def bn_settings(model):
+    """Per BN layer of ``model`` (bnteach.batchnorm.bn_layers order): (momentum, eps,
+    track_running_stats), to check that a learner's code left a model's configuration alone."""
+    return [(m.momentum, m.eps, m.track_running_stats) for m in bn_layers(model)]
 
 
 def finite_module(model, what):

@@ -114,14 +114,10 @@ def _changed(before, model):
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 
-def _bn_settings(model):
-    return [(m.momentum, m.eps, m.training) for m in bn_layers(model)]
-
-
 def _zero_init_result(zero_init):
     model = _residual_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    settings = _bn_settings(model)
+    settings = kit.bn_settings(model)
     out = kit.call(zero_init, model, name="zero_init")
     if out is not None and out is not model:
         raise Wrong(
@@ -129,11 +125,11 @@ def _zero_init_result(zero_init):
             f"change that model in place (and return it, or nothing), so that the model "
             f"you go on to train is the initialised one."
         )
-    now = _bn_settings(model)
+    now = kit.bn_settings(model)
     if len(now) == len(settings) and now != settings:  # (a layer replaced: _changed says so)
         raise Wrong(
-            "Your function changed BN's momentum, eps or mode: initialising touches only "
-            "the values of the parameters."
+            "Your function changed BN's momentum, eps or track_running_stats: initialising touches "
+            "only the values of the parameters."
         )
     return model, before
 

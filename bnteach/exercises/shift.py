@@ -96,11 +96,6 @@ def _close(got, want, rtol=1e-4):
     )
 
 
-def _settings(net):
-    """What a BN layer is configured with, per layer: (momentum, eps, track_running_stats)."""
-    return [(m.momentum, m.eps, m.track_running_stats) for m in bn_layers(net)]
-
-
 def _parameters(net):
     return [p.detach().clone() for p in net.parameters()]
 
@@ -126,7 +121,7 @@ def _check_left_alone(out, net, X, saved):
             "copy only."
         )
     changed = [a for a, b in zip(params, _parameters(net)) if not torch.equal(a, b)]
-    if changed or _settings(net) != settings:
+    if changed or kit.bn_settings(net) != settings:
         raise Wrong(
             "You returned a copy but changed the net passed in (its parameters or its BN "
             "layers' momentum): AdaBN changes only the copy's running statistics."
@@ -140,7 +135,12 @@ def check_adabn_by_hand(adabn_by_hand):
     normalised by the adapted earlier ones, and whose BN settings (momentum) are net's."""
     kit.function(adabn_by_hand, "adabn_by_hand")
     net, X = _net(), _target(6)
-    before, params, settings, X_before = _buffers(net), _parameters(net), _settings(net), X.clone()
+    before, params, settings, X_before = (
+        _buffers(net),
+        _parameters(net),
+        kit.bn_settings(net),
+        X.clone(),
+    )
     want = _stats(adabn(copy.deepcopy(net), X))
     out = kit.call(adabn_by_hand, net, X, name="adabn_by_hand")
     if not isinstance(out, nn.Module):
@@ -156,10 +156,10 @@ def check_adabn_by_hand(adabn_by_hand):
             f"with 2. Return the copy you adapted, not another model."
         )
     got = _stats(out)
-    if _settings(out) != settings:
+    if kit.bn_settings(out) != settings:
         raise Wrong(
             f"The adapted net's BN layers are configured differently from the net's "
-            f"(momentum, eps, track_running_stats: {_settings(out)} instead of {settings}): "
+            f"(momentum, eps, track_running_stats: {kit.bn_settings(out)} instead of {settings}): "
             f"restore the momentum you changed for the pass, so that later training updates "
             f"the statistics as before."
         )
@@ -205,7 +205,7 @@ def check_adabn_by_hand(adabn_by_hand):
 def _own_statistics_case(predict_own, n, batch_size):
     """Raise Wrong unless predict_own gives each batch's train-mode logits on n images."""
     net, X = _net(), _target(n)
-    before, settings = _buffers(net), _settings(net)
+    before, settings = _buffers(net), kit.bn_settings(net)
     out = kit.call(predict_own, net, X, batch_size, name="predict_own")
     out = kit.tensor(out, "The logits `predict_own` returned", (n, 10), none="are None")
     if not _same_buffers(before, _buffers(net)):
@@ -214,7 +214,7 @@ def _own_statistics_case(predict_own, n, batch_size):
             "updates them (momentum 0.1). Predict with a copy (copy.deepcopy(net)), so the "
             "net passed in is left as it was."
         )
-    if _settings(net) != settings:
+    if kit.bn_settings(net) != settings:
         raise Wrong(
             "Your function changed how the net's BN layers are configured (momentum, eps or "
             "track_running_stats): the net must be left exactly as it was. Work on a copy."
