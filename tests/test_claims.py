@@ -141,11 +141,6 @@ def test_the_repository_claims_are_backed():
     assert found == [], "\n".join(found)
 
 
-def test_pending_claims_name_an_existing_notebook():
-    for ref in claims.PENDING:  # empty when every guide claim has its notebook's marker
-        assert list((ROOT / "notebooks").glob(f"{ref[:2]}_*.ipynb")), ref
-
-
 def test_a_tag_on_its_own_line_belongs_to_the_assert_below_it(tmp_path):
     code = "gain = 0.3\n# claim: big-gain\n\nassert gain > 0.2\n"
     assert problems(repo(tmp_path, "", code=code)) == []

@@ -1011,6 +1011,7 @@ def test_one_process_replays_the_ddp_run_to_rounding(runs, data, name, sync_bn):
         ({"seed": -1}, ValueError, "seed must be at least 0"),
         ({"steps": 0}, ValueError, "steps must be at least 1"),
         ({"world_size": 0}, ValueError, "at least 1"),
+        ({"world_size": 17}, ValueError, "at most 16"),
         ({"seed": 2**64}, ValueError, "2\\*\\*64 - 1"),
         ({"y": torch.zeros(10, 1)}, ValueError, "one label per row"),
         ({"X_val": torch.zeros(200, 3)}, ValueError, "features"),
@@ -1031,9 +1032,9 @@ def test_one_process_refuses_more_steps_than_one_epoch_holds(data):
     with pytest.raises(ValueError, match="at most 50 steps"):
         distributed.one_process(X, y, X_val, y_val, seed=0, steps=51, per_device=4, world_size=4,
                     sync_bn=True)  # fmt: skip
-    with pytest.raises(ValueError, match="at most 16"):
-        distributed.one_process(X, y, X_val, y_val, seed=0, steps=1, per_device=4, world_size=17,
-                    sync_bn=True)  # fmt: skip
+    with pytest.raises(ValueError, match="needs at least as many samples"):  # 1600 > 800
+        distributed.one_process(X, y, X_val, y_val, seed=0, steps=1, per_device=100,
+                                world_size=16, sync_bn=True)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,6 @@ from bnteach.training import History
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-SMALL = {"epochs": 2, "n_seeds": 2, "debounce": 0}
-
-
 def test_redraws_first_at_once_then_at_most_as_often_as_drawing_allows():
     now = [0.0]
     r = Redraws(min_interval=0.25, ratio=1.5, growth=0.0, clock=lambda: now[0])

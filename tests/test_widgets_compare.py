@@ -45,9 +45,6 @@ def test_debouncer_without_event_loop_or_delay_runs_at_once():
     assert calls == [1, 2]
 
 
-# -- pure functions ----------------------------------------------------------------------
-
-
 # -- widgets, without an event loop: computed at once ------------------------------------
 
 
