@@ -1016,19 +1016,6 @@ def torch_syncbn_on_cpu(rank, world_size, channels=3):
     return {"error": None, "explanation": TORCH_SYNCBN_ON_CPU}
 
 
-def _check_split(X, y, x_name, y_name, min_rows):
-    """X (n, F) floating and finite, y (n, 1) binary labels, with the same n."""
-    checks.tensor(X, x_name, dims=2, min_rows=min_rows)
-    checks.finite(X, x_name)
-    checks.tensor(y, y_name, dims=2)
-    if y.shape != (X.shape[0], 1):
-        raise ValueError(
-            f"{y_name} must have shape (n, 1), one label per row of {x_name} (n = "
-            f"{X.shape[0]}), got {tuple(y.shape)}."
-        )
-    checks.binary_labels(y, y_name)
-
-
 def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync_bn, lr=0.01):
     """What :func:`ddp_train` (``bias=False``, float64) trains in ``world_size`` processes,
     trained in ONE process by the collection's engine, ``bnteach.sweep.run``.
@@ -1053,12 +1040,10 @@ def one_process(X, y, X_val, y_val, *, seed, steps, per_device, world_size, sync
             "cannot do in training (its variance is 0). Use at least 2 samples per device, or "
             "sync_bn=True (SyncBN normalises over every device's samples)."
         )
-    _check_split(X, y, "X", "y", min_rows=2)
-    _check_split(X_val, y_val, "X_val", "y_val", min_rows=1)
-    if X_val.shape[1] != X.shape[1]:
+    if sweep.check_data((X, X_val, y, y_val)) != "binary":  # the engine's data contract
         raise ValueError(
-            f"X_val has {X_val.shape[1]} features but X has {X.shape[1]}: pass the validation "
-            f"split of the same data."
+            "one_process trains ddp_train's net, one logit per sample: y and y_val must be "
+            "0/1 targets of shape (n, 1), as load_data() gives them."
         )
     global_batch = per_device * world_size
     rows = batch_indices(len(X), global_batch, steps, seed).flatten()
